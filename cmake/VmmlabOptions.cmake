@@ -1,0 +1,25 @@
+# Project-wide options: warnings for project code, sanitizers, and the lab mode.
+#
+# Warnings are errors for vmmlab's own C++ only. Guest programs are built by VmmlabGuest.cmake with their own flags,
+# so host-only flags (sanitizers, -fPIE) never leak into freestanding guest code.
+
+option(VMMLAB_SANITIZE_ADDRESS "Build host code with AddressSanitizer and UndefinedBehaviorSanitizer" OFF)
+option(VMMLAB_SANITIZE_THREAD "Build host code with ThreadSanitizer" OFF)
+option(VMMLAB_EXERCISES
+       "Build lab tests against your own exercise code (labs/NN-*/exercises) instead of the reference solutions" OFF)
+
+add_compile_options(
+  "$<$<COMPILE_LANGUAGE:CXX>:-Wall;-Wextra;-Werror;-Wshadow;-Wnon-virtual-dtor;-Wold-style-cast;-Wcast-align>"
+  "$<$<COMPILE_LANGUAGE:CXX>:-Wnull-dereference;-Wdouble-promotion;-Wformat=2;-Wimplicit-fallthrough>")
+
+if(VMMLAB_SANITIZE_ADDRESS AND VMMLAB_SANITIZE_THREAD)
+  message(FATAL_ERROR "AddressSanitizer and ThreadSanitizer cannot be combined")
+endif()
+if(VMMLAB_SANITIZE_ADDRESS)
+  add_compile_options("$<$<COMPILE_LANGUAGE:CXX,C>:-fsanitize=address,undefined;-fno-omit-frame-pointer;-fno-sanitize-recover=all>")
+  add_link_options(-fsanitize=address,undefined)
+endif()
+if(VMMLAB_SANITIZE_THREAD)
+  add_compile_options("$<$<COMPILE_LANGUAGE:CXX,C>:-fsanitize=thread;-fno-omit-frame-pointer>")
+  add_link_options(-fsanitize=thread)
+endif()

@@ -1,0 +1,343 @@
+"""vmmlab's gdb helpers: pretty-printers for the project's types and the `vmm ...` commands.
+
+Loaded by labs/gdb/vmm-gdb (gdb -iex "source vmmlab.py"). Each stage adds what its lab needs:
+
+  stage01  printers: kvm_run (exit reason by name, the member that matters), vmm::kvm::IoExit, MmioExit,
+           vmm::Error, vmm::Fd (with what the descriptor is), vmm::Mmap, vmm::kvm::MemorySlot
+           commands: vmm exit-name N, vmm fds, vmm regs [VCPU], vmm kvm-run [EXPR]
+"""
+
+import errno
+import os
+import re
+
+import gdb
+import gdb.printing
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Names from the kernel's own header, so this file never keeps a second copy of KVM's numbers.
+
+def _names_from_header(path, first):
+    """Number -> name for the block of #defines that starts with `first` (e.g. KVM_EXIT_UNKNOWN), up to the first
+    line that is not such a #define. Only the block: kvm.h reuses the prefixes elsewhere (KVM_EXIT_HYPERV_HCALL)."""
+    prefix = first.rsplit("_", 1)[0] + "_"
+    names = {}
+    try:
+        with open(path, encoding="utf-8") as header:
+            inside = False
+            for line in header:
+                m = re.match(r"#define\s+(%s\w+)\s+(\d+)\s*(/\*.*)?$" % prefix, line)
+                if m and m.group(1) == first:
+                    inside = True
+                if inside:
+                    if m:
+                        names[int(m.group(2))] = m.group(1)
+                    elif not line.lstrip().startswith("/*"):
+                        break
+    except OSError:
+        pass
+    return names
+
+
+KVM_HEADER = "/usr/include/linux/kvm.h"
+EXIT_NAMES = _names_from_header(KVM_HEADER, "KVM_EXIT_UNKNOWN")
+INTERNAL_ERROR_NAMES = _names_from_header(KVM_HEADER, "KVM_INTERNAL_ERROR_EMULATION")
+
+
+def exit_name(reason):
+    return EXIT_NAMES.get(int(reason), "KVM_EXIT_%d" % int(reason))
+
+
+def _bytes_at(address, length):
+    if length <= 0:
+        return b""
+    return bytes(gdb.selected_inferior().read_memory(address, length))
+
+
+def _show_bytes(data, limit=16):
+    shown = " ".join("%02x" % b for b in data[:limit])
+    text = "".join(chr(b) if 32 <= b < 127 else "." for b in data[:limit])
+    more = " ..." if len(data) > limit else ""
+    return "[%s%s] '%s'" % (shown, more, text)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Printers
+
+class KvmRunPrinter:
+    """struct kvm_run: the page KVM_RUN fills in. Shows the exit reason by name and the member for that reason."""
+
+    def __init__(self, val):
+        self.val = val
+
+    def to_string(self):
+        reason = int(self.val["exit_reason"])
+        return "kvm_run {exit_reason = %s (%d)}" % (exit_name(reason), reason)
+
+    def children(self):
+        run = self.val
+        reason = exit_name(run["exit_reason"])
+        if reason == "KVM_EXIT_IO":
+            io = run["io"]
+            direction = "out" if int(io["direction"]) == 1 else "in"
+            size, count = int(io["size"]), int(io["count"])
+            yield "io.direction", direction
+            yield "io.size", size
+            yield "io.port", hex(int(io["port"]))
+            yield "io.count", count
+            yield "io.data_offset", hex(int(io["data_offset"]))
+            base = int(run.address) + int(io["data_offset"])
+            yield "io.data", _show_bytes(_bytes_at(base, size * count))
+        elif reason == "KVM_EXIT_MMIO":
+            mmio = run["mmio"]
+            length = int(mmio["len"])
+            yield "mmio.phys_addr", hex(int(mmio["phys_addr"]))
+            yield "mmio.len", length
+            yield "mmio.is_write", bool(int(mmio["is_write"]))
+            yield "mmio.data", _show_bytes(_bytes_at(int(mmio["data"].address), min(length, 8)))
+        elif reason == "KVM_EXIT_INTERNAL_ERROR":
+            internal = run["internal"]
+            sub = int(internal["suberror"])
+            yield "internal.suberror", INTERNAL_ERROR_NAMES.get(sub, str(sub))
+            n = min(int(internal["ndata"]), 16)
+            yield "internal.data", "[%s]" % ", ".join(hex(int(internal["data"][i])) for i in range(n))
+        elif reason == "KVM_EXIT_FAIL_ENTRY":
+            yield "fail_entry.hardware_entry_failure_reason", hex(int(run["fail_entry"]["hardware_entry_failure_reason"]))
+        elif reason == "KVM_EXIT_SYSTEM_EVENT":
+            yield "system_event.type", int(run["system_event"]["type"])
+        yield "immediate_exit", int(run["immediate_exit"])
+
+
+class IoExitPrinter:
+    """vmm::kvm::IoExit."""
+
+    def __init__(self, val):
+        self.val = val
+
+    def to_string(self):
+        v = self.val
+        direction = str(v["direction"]).split("::")[-1].lower()
+        size, count = int(v["size"]), int(v["count"])
+        data = v["data"]
+        pointer = int(data["_M_ptr"])
+        length = size * count
+        shown = _show_bytes(_bytes_at(pointer, length)) if direction == "out" else "(to be filled by the VMM)"
+        return "IoExit {%s port %s size %d count %d data %s}" % (direction, hex(int(v["port"])), size, count, shown)
+
+
+class MmioExitPrinter:
+    """vmm::kvm::MmioExit."""
+
+    def __init__(self, val):
+        self.val = val
+
+    def to_string(self):
+        v = self.val
+        write = bool(v["is_write"])
+        length = int(v["length"])
+        pointer = int(v["data"]["_M_ptr"])
+        shown = _show_bytes(_bytes_at(pointer, length)) if write else "(to be filled by the VMM)"
+        return "MmioExit {%s address %s length %d data %s}" % ("write" if write else "read", hex(int(v["address"])),
+                                                              length, shown)
+
+
+class ErrorPrinter:
+    """vmm::Error: printed as the message the program would print."""
+
+    def __init__(self, val):
+        self.val = val
+
+    def to_string(self):
+        op = self.val["operation"].format_string().strip('"')
+        err = int(self.val["errno_value"])
+        ctx = self.val["context"].format_string().strip('"')
+        text = op
+        if err:
+            text += ": %s" % errno.errorcode.get(err, "errno %d" % err)
+        if ctx:
+            text += " (%s)" % ctx if err else ": %s" % ctx
+        return "vmm::Error {%s}" % text
+
+
+def _fd_target(fd):
+    pid = gdb.selected_inferior().pid
+    try:
+        return os.readlink("/proc/%d/fd/%d" % (pid, fd))
+    except OSError:
+        return "closed" if fd >= 0 else "empty"
+
+
+class FdPrinter:
+    """vmm::Fd: the number and what it refers to (/dev/kvm, anon_inode:kvm-vm, anon_inode:kvm-vcpu:0, ...)."""
+
+    def __init__(self, val):
+        self.val = val
+
+    def to_string(self):
+        fd = int(self.val["fd_"])
+        if fd < 0:
+            return "vmm::Fd {empty}"
+        return "vmm::Fd {%d -> %s}" % (fd, _fd_target(fd))
+
+
+class MmapPrinter:
+    """vmm::Mmap."""
+
+    def __init__(self, val):
+        self.val = val
+
+    def to_string(self):
+        addr = int(self.val["addr_"])
+        size = int(self.val["size_"])
+        if addr == 0:
+            return "vmm::Mmap {empty}"
+        return "vmm::Mmap {[%#x, %#x) %#x bytes}" % (addr, addr + size, size)
+
+
+class MemorySlotPrinter:
+    """vmm::kvm::MemorySlot: guest-physical range -> host address."""
+
+    def __init__(self, val):
+        self.val = val
+
+    def to_string(self):
+        v = self.val
+        gpa, size = int(v["guest_address"]), int(v["size"])
+        flags = int(v["flags"])
+        names = []
+        if flags & 1:
+            names.append("LOG_DIRTY_PAGES")
+        if flags & 2:
+            names.append("READONLY")
+        return "slot %d: guest [%#x, %#x) -> host %#x%s" % (int(v["slot"]), gpa, gpa + size, int(v["host_address"]),
+                                                             (" " + "|".join(names)) if names else "")
+
+
+def build_printers():
+    pp = gdb.printing.RegexpCollectionPrettyPrinter("vmmlab")
+    pp.add_printer("kvm_run", "^kvm_run$", KvmRunPrinter)
+    pp.add_printer("IoExit", "^vmm::kvm::IoExit$", IoExitPrinter)
+    pp.add_printer("MmioExit", "^vmm::kvm::MmioExit$", MmioExitPrinter)
+    pp.add_printer("Error", "^vmm::Error$", ErrorPrinter)
+    pp.add_printer("Fd", "^vmm::Fd$", FdPrinter)
+    pp.add_printer("Mmap", "^vmm::Mmap$", MmapPrinter)
+    pp.add_printer("MemorySlot", "^vmm::kvm::MemorySlot$", MemorySlotPrinter)
+    return pp
+
+
+gdb.printing.register_pretty_printer(None, build_printers(), replace=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Commands
+
+class VmmPrefix(gdb.Command):
+    """vmmlab commands: vmm exit-name, vmm fds, vmm regs, vmm kvm-run (and more in later stages)."""
+
+    def __init__(self):
+        super().__init__("vmm", gdb.COMMAND_USER, prefix=True)
+
+
+class VmmExitName(gdb.Command):
+    """vmm exit-name N: the KVM_EXIT_* name of exit reason N."""
+
+    def __init__(self):
+        super().__init__("vmm exit-name", gdb.COMMAND_USER)
+
+    def invoke(self, arg, from_tty):
+        print(exit_name(int(gdb.parse_and_eval(arg))))
+
+
+class VmmFds(gdb.Command):
+    """vmm fds: the inferior's open file descriptors and what each one is.
+
+    KVM is three kinds of descriptor: /dev/kvm (system), anon_inode:kvm-vm (a VM), anon_inode:kvm-vcpu:N (a vCPU)."""
+
+    def __init__(self):
+        super().__init__("vmm fds", gdb.COMMAND_USER)
+
+    def invoke(self, arg, from_tty):
+        pid = gdb.selected_inferior().pid
+        for name in sorted(os.listdir("/proc/%d/fd" % pid), key=int):
+            target = _fd_target(int(name))
+            if "kvm" in target or arg.strip() == "all":
+                print("fd %s -> %s" % (name, target))
+
+
+def _find_vcpu(arg):
+    """A vmm::kvm::Vcpu from an expression, or from the selected frame and its callers."""
+    if arg.strip():
+        val = gdb.parse_and_eval(arg)
+    else:
+        val = None
+        frame = gdb.selected_frame()
+        while frame is not None and val is None:
+            for name in ("vcpu_", "vcpu", "this"):
+                try:
+                    candidate = frame.read_var(name)
+                except (ValueError, gdb.error):
+                    continue
+                t = candidate.type.strip_typedefs()
+                if t.code == gdb.TYPE_CODE_PTR:
+                    t = t.target().strip_typedefs()
+                if t.name == "vmm::kvm::Vcpu" or (t.name or "").endswith("TestVm"):
+                    val = candidate
+                    break
+            frame = frame.older()
+        if val is None:
+            raise gdb.GdbError("no vmm::kvm::Vcpu in scope: give one, e.g. `vmm regs vm->vcpu_`")
+    if val.type.strip_typedefs().code == gdb.TYPE_CODE_PTR:
+        val = val.dereference()
+    if (val.type.strip_typedefs().name or "").endswith("TestVm"):
+        val = val["vcpu_"]
+    return val
+
+
+class VmmRegs(gdb.Command):
+    """vmm regs [VCPU]: the guest's registers, read with KVM_GET_REGS from inside the stopped VMM.
+
+    gdb calls malloc() and ioctl(vcpu_fd, KVM_GET_REGS, buffer) in the inferior, exactly what Vcpu::get_regs() does.
+    Only works while the vCPU is not inside KVM_RUN (e.g. at a breakpoint on the exit path)."""
+
+    def __init__(self):
+        super().__init__("vmm regs", gdb.COMMAND_USER)
+
+    def invoke(self, arg, from_tty):
+        vcpu = _find_vcpu(arg)
+        fd = int(vcpu["fd_"]["fd_"])
+        regs_type = gdb.lookup_type("kvm_regs")
+        size = regs_type.sizeof
+        # _IOR(KVMIO, 0x81, struct kvm_regs): direction read (2) << 30 | size << 16 | 0xae << 8 | 0x81
+        request = (2 << 30) | (size << 16) | (0xAE << 8) | 0x81
+        buf = int(gdb.parse_and_eval("(void*)malloc(%d)" % size))
+        try:
+            rc = int(gdb.parse_and_eval("(int)ioctl(%d, %du, (void*)%d)" % (fd, request, buf)))
+            if rc != 0:
+                raise gdb.GdbError("KVM_GET_REGS on fd %d failed" % fd)
+            regs = gdb.parse_and_eval("*(kvm_regs*)%d" % buf)
+            print("vCPU %d: rip %#x rflags %#x" % (int(vcpu["id_"]), int(regs["rip"]), int(regs["rflags"])))
+            print("  rax %#x rbx %#x rcx %#x rdx %#x" % tuple(int(regs[r]) for r in ("rax", "rbx", "rcx", "rdx")))
+            print("  rsi %#x rdi %#x rsp %#x rbp %#x" % tuple(int(regs[r]) for r in ("rsi", "rdi", "rsp", "rbp")))
+        finally:
+            gdb.parse_and_eval("(void)free((void*)%d)" % buf)
+
+
+class VmmKvmRun(gdb.Command):
+    """vmm kvm-run [VCPU]: decode the vCPU's kvm_run page (the last exit)."""
+
+    def __init__(self):
+        super().__init__("vmm kvm-run", gdb.COMMAND_USER)
+
+    def invoke(self, arg, from_tty):
+        vcpu = _find_vcpu(arg)
+        address = int(vcpu["run_"]["addr_"])
+        run = gdb.parse_and_eval("*(kvm_run*)%d" % address)
+        print(run.format_string())
+
+
+VmmPrefix()
+VmmExitName()
+VmmFds()
+VmmRegs()
+VmmKvmRun()

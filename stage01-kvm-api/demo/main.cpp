@@ -7,10 +7,10 @@
 //   stage01-kvm-api --guest triple_fault   a guest that dies: KVM_EXIT_SHUTDOWN and a register dump
 //
 // Exit status: 0 when the guest halts; 1 when it dies (SHUTDOWN, INTERNAL_ERROR, ...), after a register dump.
+#include <fmt/format.h>
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <string>
-#include <fmt/format.h>
 
 #include <guest/string_io.hpp>
 #include <guest/test_vm.hpp>

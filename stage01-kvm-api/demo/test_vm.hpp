@@ -22,7 +22,7 @@ struct TestVmConfig {
   std::uint64_t memory_size = 0x100000;  ///< 1 MiB: all a real-mode guest can address.
   std::uint64_t rax = 2;                 ///< The two numbers test_vm adds.
   std::uint64_t rbx = 3;
-  bool trace = false;                    ///< Print every exit to stderr as it happens.
+  bool trace = false;  ///< Print every exit to stderr as it happens.
 };
 
 /// @brief Why `TestVm::run` stopped.
@@ -31,10 +31,10 @@ enum class StopReason { Halted, Shutdown, InternalError, FailEntry, UnhandledExi
 /// @brief What a run produced: the bytes written to port 0x3f8, the exits seen, and how it ended.
 struct RunOutcome {
   StopReason reason = StopReason::Halted;
-  std::string serial_output;            ///< Every byte the guest wrote to port 0x3f8.
-  std::vector<std::uint32_t> exits;     ///< KVM_EXIT_* reasons, in order.
-  std::vector<std::string> trace;       ///< `describe()` of each exit.
-  std::string detail;                   ///< For abnormal stops: the exit and a register dump.
+  std::string serial_output;         ///< Every byte the guest wrote to port 0x3f8.
+  std::vector<std::uint32_t> exits;  ///< KVM_EXIT_* reasons, in order.
+  std::vector<std::string> trace;    ///< `describe()` of each exit.
+  std::string detail;                ///< For abnormal stops: the exit and a register dump.
 };
 
 /// @brief A port-I/O hook consulted before the default handling; returns true if it handled the exit.
@@ -62,8 +62,7 @@ class TestVm {
 
  private:
   TestVm(kvm::Kvm kvm, kvm::Vm vm, Mmap memory, kvm::Vcpu vcpu, TestVmConfig config)
-      : kvm_(std::move(kvm)), vm_(std::move(vm)), memory_(std::move(memory)), vcpu_(std::move(vcpu)),
-        config_(config) {}
+      : kvm_(std::move(kvm)), vm_(std::move(vm)), memory_(std::move(memory)), vcpu_(std::move(vcpu)), config_(config) {}
 
   kvm::Kvm kvm_;
   kvm::Vm vm_;

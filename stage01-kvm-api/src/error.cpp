@@ -23,7 +23,9 @@ std::string Error::message() const {
   return out;
 }
 
-Error Error::with_context(std::string_view more) const& { return Error(*this).with_context(more); }
+Error Error::with_context(std::string_view more) const& {
+  return Error(*this).with_context(more);
+}
 
 Error Error::with_context(std::string_view more) && {
   context = context.empty() ? std::string(more) : fmt::format("{}; {}", context, more);

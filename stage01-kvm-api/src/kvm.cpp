@@ -4,7 +4,6 @@
 
 #include <fcntl.h>
 
-
 #include <fmt/format.h>
 
 namespace vmm::kvm {
@@ -20,13 +19,15 @@ Result<Kvm> Kvm::open(const char* path) {
     return std::unexpected(version.error());
   }
   if (*version != KVM_API_VERSION) {
-    return logic_error("KVM_GET_API_VERSION", fmt::format("{} reports API version {}, expected {}", path, *version,
-                                                          KVM_API_VERSION));
+    return logic_error("KVM_GET_API_VERSION",
+                       fmt::format("{} reports API version {}, expected {}", path, *version, KVM_API_VERSION));
   }
   return kvm;
 }
 
-Result<int> Kvm::api_version() const { return VMM_IOCTL(fd_, KVM_GET_API_VERSION); }
+Result<int> Kvm::api_version() const {
+  return VMM_IOCTL(fd_, KVM_GET_API_VERSION);
+}
 
 Result<int> Kvm::check_extension(int capability) const {
   auto value = VMM_IOCTL(fd_, KVM_CHECK_EXTENSION, capability);

@@ -64,8 +64,8 @@ Result<void> Vm::set_memory_slot(const MemorySlot& slot) {
 }
 
 Result<void> Vm::remove_memory_slot(std::uint32_t slot) {
-  const kvm_userspace_memory_region region{.slot = slot, .flags = 0, .guest_phys_addr = 0, .memory_size = 0,
-                                           .userspace_addr = 0};
+  const kvm_userspace_memory_region region{
+      .slot = slot, .flags = 0, .guest_phys_addr = 0, .memory_size = 0, .userspace_addr = 0};
   if (auto rc = VMM_IOCTL(fd_, KVM_SET_USER_MEMORY_REGION, &region); !rc) {
     return std::unexpected(rc.error().with_context(fmt::format("removing slot {}", slot)));
   }
@@ -86,7 +86,9 @@ Result<Vcpu> Vm::create_vcpu(std::uint32_t id) {
   return Vcpu(std::move(vcpu_fd), std::move(*run), id);
 }
 
-Result<int> Vm::check_extension(int capability) const { return VMM_IOCTL(fd_, KVM_CHECK_EXTENSION, capability); }
+Result<int> Vm::check_extension(int capability) const {
+  return VMM_IOCTL(fd_, KVM_CHECK_EXTENSION, capability);
+}
 
 Result<void> Vm::set_tss_address(std::uint64_t guest_address) {
   if (auto rc = VMM_IOCTL(fd_, KVM_SET_TSS_ADDR, guest_address); !rc) {

@@ -24,7 +24,9 @@ TEST(Error, ContextAccumulates) {
   EXPECT_EQ(error.message(), "open: ENOENT (/dev/kvm; is KVM enabled?)");
 }
 
-TEST(Error, UnknownErrnoIsPrintedAsANumber) { EXPECT_EQ(errno_name(99999), "errno 99999"); }
+TEST(Error, UnknownErrnoIsPrintedAsANumber) {
+  EXPECT_EQ(errno_name(99999), "errno 99999");
+}
 
 TEST(Error, ResultCarriesTheError) {
   Result<int> failed = sys_error("KVM_CREATE_VM", ENOMEM);
@@ -44,7 +46,8 @@ TEST(KvmOpen, MissingDeviceIsAClearError) {
   auto kvm = kvm::Kvm::open("/nonexistent/kvm");
   ASSERT_FALSE(kvm);
   EXPECT_EQ(kvm.error().errno_value, ENOENT);
-  EXPECT_EQ(kvm.error().message(), "open: ENOENT (/nonexistent/kvm; is KVM enabled, and may this user open the device?)");
+  EXPECT_EQ(kvm.error().message(),
+            "open: ENOENT (/nonexistent/kvm; is KVM enabled, and may this user open the device?)");
 }
 
 TEST(KvmOpen, NonKvmDeviceFailsTheVersionCheck) {

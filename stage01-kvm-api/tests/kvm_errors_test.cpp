@@ -53,15 +53,15 @@ TEST_F(KvmErrors, UnalignedHostMemoryIsRejectedAndExplained) {
 
 TEST_F(KvmErrors, SlotsCanBeReplacedAndRemoved) {
   ASSERT_TRUE(vm_->set_memory_slot({.slot = 3, .guest_address = 0, .size = 0x1000, .host_address = memory_.data()}));
-  ASSERT_TRUE(vm_->set_memory_slot({.slot = 1, .guest_address = 0x4000, .size = 0x1000,
-                                    .host_address = memory_.data() + 0x4000}));
+  ASSERT_TRUE(vm_->set_memory_slot(
+      {.slot = 1, .guest_address = 0x4000, .size = 0x1000, .host_address = memory_.data() + 0x4000}));
   ASSERT_EQ(vm_->memory_slots().size(), 2u);
   EXPECT_EQ(vm_->memory_slots()[0].slot, 1u) << "kept sorted by slot number";
   ASSERT_TRUE(vm_->remove_memory_slot(3));
   ASSERT_EQ(vm_->memory_slots().size(), 1u);
   // Slot 3's range is free again: another slot may take it.
-  EXPECT_TRUE(vm_->set_memory_slot({.slot = 2, .guest_address = 0, .size = 0x1000,
-                                    .host_address = memory_.data() + 0x8000}));
+  EXPECT_TRUE(
+      vm_->set_memory_slot({.slot = 2, .guest_address = 0, .size = 0x1000, .host_address = memory_.data() + 0x8000}));
 }
 
 }  // namespace

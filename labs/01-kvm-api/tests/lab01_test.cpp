@@ -26,11 +26,10 @@ struct SumCase {
   std::string expected;
 };
 
-
 TEST(Exercise1, PrintsEverySumInDecimal) {
   VMMLAB_REQUIRE_KVM();
-  const std::vector<SumCase> cases{
-      {2, 3, "5\n"}, {0, 0, "0\n"}, {17, 25, "42\n"}, {99, 1, "100\n"}, {200, 55, "255\n"}, {255, 255, "510\n"}};
+  const std::vector<SumCase> cases{{2, 3, "5\n"},    {0, 0, "0\n"},      {17, 25, "42\n"},
+                                   {99, 1, "100\n"}, {200, 55, "255\n"}, {255, 255, "510\n"}};
   for (const auto& c : cases) {
     auto vm = TestVm::create(LAB01_SUM_GUEST(), {.rax = c.a, .rbx = c.b});
     ASSERT_TRUE(vm) << vm.error().message();
@@ -77,11 +76,11 @@ TEST(Exercise2, TheGuestReadsTheSwitchValue) {
 
 TEST(Exercise2, OtherExitsAreLeftAlone) {
   std::uint8_t page[64] = {};
-  vmm::kvm::IoExit out{.port = 0x3f9, .direction = vmm::kvm::IoDirection::Out, .size = 1, .count = 1,
-                       .data = {page, 1}};
+  vmm::kvm::IoExit out{
+      .port = 0x3f9, .direction = vmm::kvm::IoDirection::Out, .size = 1, .count = 1, .data = {page, 1}};
   EXPECT_FALSE(lab01::answer_switch_read(out, 'K')) << "an OUT to 0x3f9 is not a read";
-  vmm::kvm::IoExit other{.port = 0x3f8, .direction = vmm::kvm::IoDirection::In, .size = 1, .count = 1,
-                         .data = {page, 1}};
+  vmm::kvm::IoExit other{
+      .port = 0x3f8, .direction = vmm::kvm::IoDirection::In, .size = 1, .count = 1, .data = {page, 1}};
   EXPECT_FALSE(lab01::answer_switch_read(other, 'K')) << "port 0x3f8 is not the switch";
   EXPECT_EQ(page[0], 0) << "and nothing was written for them";
 }
@@ -90,8 +89,7 @@ TEST(Exercise2, StringReadsGetEveryItem) {
   // What a standard KVM hands over for REP INSW with CX=3: one exit, count 3, size 2.
   std::uint8_t page[64];
   std::memset(page, 0xee, sizeof(page));
-  vmm::kvm::IoExit in{.port = 0x3f9, .direction = vmm::kvm::IoDirection::In, .size = 2, .count = 3,
-                      .data = {page, 6}};
+  vmm::kvm::IoExit in{.port = 0x3f9, .direction = vmm::kvm::IoDirection::In, .size = 2, .count = 3, .data = {page, 6}};
   ASSERT_TRUE(lab01::answer_switch_read(in, 'K'));
   for (std::uint32_t i = 0; i < 3; ++i) {
     EXPECT_EQ(page[2 * i], 'K') << "item " << i;

@@ -25,6 +25,7 @@ struct Error {
 
   /// @brief The same error with more context appended (the outer caller knows what it was doing).
   [[nodiscard]] Error with_context(std::string_view more) const&;
+  /// @brief The same, for a temporary: moves the strings instead of copying them.
   [[nodiscard]] Error with_context(std::string_view more) &&;
 };
 
@@ -37,7 +38,7 @@ using Result = std::expected<T, Error>;
 
 /// @brief An error for a failed syscall: `operation` and the given errno.
 [[nodiscard]] inline std::unexpected<Error> sys_error(std::string_view operation, int errno_value,
-                                                     std::string context = {}) {
+                                                      std::string context = {}) {
   return std::unexpected(Error{std::string(operation), errno_value, std::move(context)});
 }
 
@@ -51,6 +52,7 @@ using Result = std::expected<T, Error>;
 /// @brief Lets `fmt::print("{}", error)` print the one-line message.
 template <>
 struct fmt::formatter<vmm::Error> : fmt::formatter<std::string_view> {
+  /// @brief Formats `error.message()`, honouring string format specs such as width and alignment.
   auto format(const vmm::Error& error, format_context& ctx) const {
     return fmt::formatter<std::string_view>::format(error.message(), ctx);
   }

@@ -21,7 +21,9 @@ class Fd {
   Fd() = default;
   /// @brief Takes ownership of `fd` (which may be -1).
   explicit Fd(int fd) noexcept : fd_(fd) {}
+  /// @brief Takes over `other`'s descriptor; `other` is left empty.
   Fd(Fd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+  /// @brief Closes the held descriptor (if any), then takes over `other`'s; `other` is left empty.
   Fd& operator=(Fd&& other) noexcept {
     if (this != &other) {
       reset(std::exchange(other.fd_, -1));
@@ -39,6 +41,7 @@ class Fd {
   [[nodiscard]] int get() const noexcept { return fd_; }
   /// @brief True when a descriptor is held.
   [[nodiscard]] bool valid() const noexcept { return fd_ >= 0; }
+  /// @brief Same as valid().
   explicit operator bool() const noexcept { return valid(); }
   /// @brief Gives up ownership without closing.
   [[nodiscard]] int release() noexcept { return std::exchange(fd_, -1); }

@@ -33,7 +33,8 @@ class FlexArrayBuffer {
  public:
   /// @brief `header_size` is the C size of the fixed part (8 for kvm_cpuid2: nent and padding).
   FlexArrayBuffer(std::size_t header_size, std::size_t count)
-      : header_size_(header_size), count_(count),
+      : header_size_(header_size),
+        count_(count),
         storage_(std::make_unique<std::uint64_t[]>((header_size + count * sizeof(Entry) + 7) / 8)) {}
 
   /// @brief The fixed part. Only its first `header_size` bytes are meaningful.

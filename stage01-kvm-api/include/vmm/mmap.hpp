@@ -19,8 +19,9 @@ namespace vmm {
 class Mmap {
  public:
   Mmap() = default;
-  Mmap(Mmap&& other) noexcept
-      : addr_(std::exchange(other.addr_, nullptr)), size_(std::exchange(other.size_, 0)) {}
+  /// @brief Takes over `other`'s mapping; `other` is left empty.
+  Mmap(Mmap&& other) noexcept : addr_(std::exchange(other.addr_, nullptr)), size_(std::exchange(other.size_, 0)) {}
+  /// @brief Unmaps the held mapping (if any), then takes over `other`'s; `other` is left empty.
   Mmap& operator=(Mmap&& other) noexcept {
     if (this != &other) {
       reset();
@@ -34,8 +35,7 @@ class Mmap {
   ~Mmap() { reset(); }
 
   /// @brief Anonymous private memory, zero-filled (MAP_PRIVATE | MAP_ANONYMOUS | extra_flags).
-  [[nodiscard]] static Result<Mmap> anonymous(std::size_t size, int prot = PROT_READ | PROT_WRITE,
-                                              int extra_flags = 0);
+  [[nodiscard]] static Result<Mmap> anonymous(std::size_t size, int prot = PROT_READ | PROT_WRITE, int extra_flags = 0);
   /// @brief A mapping of `fd` at `offset` (MAP_SHARED unless `flags` says otherwise).
   [[nodiscard]] static Result<Mmap> map(const Fd& fd, std::size_t size, int prot = PROT_READ | PROT_WRITE,
                                         int flags = MAP_SHARED, off_t offset = 0);

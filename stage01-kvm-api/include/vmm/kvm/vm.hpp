@@ -17,11 +17,11 @@ namespace vmm::kvm {
 
 /// @brief One KVM memory slot: guest-physical range [guest_address, guest_address + size) backed by host memory.
 struct MemorySlot {
-  std::uint32_t slot = 0;
-  std::uint64_t guest_address = 0;
-  std::uint64_t size = 0;
-  void* host_address = nullptr;
-  std::uint32_t flags = 0; ///< KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY.
+  std::uint32_t slot = 0;           ///< Slot number: KVM identifies a slot by it.
+  std::uint64_t guest_address = 0;  ///< Guest-physical address of the first byte; page-aligned.
+  std::uint64_t size = 0;           ///< Length in bytes; a multiple of the page size.
+  void* host_address = nullptr;     ///< Where the backing memory is mapped in this process; page-aligned.
+  std::uint32_t flags = 0;          ///< KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY.
 
   /// @brief One past the last guest-physical byte.
   [[nodiscard]] std::uint64_t guest_end() const noexcept { return guest_address + size; }

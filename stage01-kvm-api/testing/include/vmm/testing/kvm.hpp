@@ -17,13 +17,13 @@ namespace vmm::testing {
 }  // namespace vmm::testing
 
 /// @brief First line of every KVM test. Without usable KVM: skip with the reason, or fail under VMMLAB_REQUIRE_KVM=1.
-#define VMMLAB_REQUIRE_KVM()                                                                       \
-  do {                                                                                             \
-    if (auto reason_ = ::vmm::testing::kvm_unavailable_reason(); !reason_.empty()) {               \
-      if (::vmm::testing::kvm_required()) {                                                        \
+#define VMMLAB_REQUIRE_KVM()                                                                      \
+  do {                                                                                            \
+    if (auto reason_ = ::vmm::testing::kvm_unavailable_reason(); !reason_.empty()) {              \
+      if (::vmm::testing::kvm_required()) {                                                       \
         FAIL() << "KVM is required (VMMLAB_REQUIRE_KVM=1) but unusable: " << reason_;             \
-      } else {                                                                                     \
+      } else {                                                                                    \
         GTEST_SKIP() << "no usable KVM: " << reason_ << " (try tools/rig -- <this test binary>)"; \
-      }                                                                                            \
-    }                                                                                              \
+      }                                                                                           \
+    }                                                                                             \
   } while (false)

@@ -52,7 +52,8 @@ endfunction()
 #                           COMMAND <target-or-path> [ARGS...])
 #
 # KIND kvm: without /dev/kvm the test skips (77), or fails under VMMLAB_REQUIRE_KVM=1.
-# Text arguments may contain \n; regexes are extended regexes (grep -E) matched against the whole output.
+# Text arguments may contain \n; regexes are extended regexes (grep -E) matched against the whole output. Avoid
+# square brackets in them: CMake does not split a list inside [...] (use . to match a bracket).
 # RIG also runs the same checks inside the rig as `<test>.rig`; RIG_ONLY only there (see vmmlab_add_gtest).
 function(vmmlab_add_command_test)
   cmake_parse_arguments(PARSE_ARGV 0 T "RIG;RIG_ONLY" "NAME;STAGE;KIND;STATUS;STDIN;STDOUT_EQUALS"

@@ -2,7 +2,7 @@
 #
 #   labs/gdb/vmm-gdb -x labs/01-kvm-api/first-exit.gdb --args build/dev/stage01-kvm-api/stage01-kvm-api
 #
-# Answer the questions (Q1..Q5) as you go; the answers are in labs/01-kvm-api/README.md, "gdb answers".
+# Answer the questions (Q1..Q6) as you go; the answers are in labs/01-kvm-api/README.md, "gdb answers".
 # The "# CHECK" lines are what CTest expects this script to print (FileCheck reads them; gdb ignores comments).
 set pagination off
 set confirm off
@@ -40,7 +40,15 @@ print this->run_
 print this->fd_
 # CHECK: vmm::Fd {{[{][0-9]+}} -> anon_inode:kvm-vcpu:0}
 
-# Q5. Let the program finish. The guest made three exits; what was the third, and why does the VMM stop there?
+# Q5. Back in the run loop, the page has become a typed exit: a vmm::Result holding a VcpuExit, whose active
+#     alternative is an IoExit. Its data is a std::span: does it point into a copy, or into the kvm_run page?
+break vmm::kvm::exit_reason
+continue
+up
+print exit
+# CHECK: Result {ok: IoExit {out port 0x3f8 size 1 count 1 data [35] '5'}}
+
+# Q6. Let the program finish. The guest made three exits; what was the third, and why does the VMM stop there?
 delete
 continue
 # CHECK: [Inferior 1 (process {{[0-9]+}}) exited normally]

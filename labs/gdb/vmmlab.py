@@ -2,8 +2,9 @@
 
 Loaded by labs/gdb/vmm-gdb (gdb -iex "source vmmlab.py"). Each stage adds what its lab needs:
 
-  stage01  printers: kvm_run (exit reason by name, the member that matters), vmm::kvm::IoExit, MmioExit,
-           vmm::Error, vmm::Fd (with what the descriptor is), vmm::Mmap, vmm::kvm::MemorySlot
+  stage01  printers: kvm_run (exit reason by name, the member that matters), vmm::kvm::VcpuExit (the active
+           alternative), IoExit, MmioExit, vmm::Result<T> (value or error), vmm::Error, vmm::Fd (with what the
+           descriptor is), vmm::Mmap, vmm::kvm::MemorySlot
            commands: vmm exit-name N, vmm fds, vmm regs [VCPU], vmm kvm-run [EXPR]
 """
 
@@ -214,6 +215,50 @@ class MemorySlotPrinter:
                                                              (" " + "|".join(names)) if names else "")
 
 
+def _variant_alternative(val):
+    """The active member of a libstdc++ std::variant, or None if valueless."""
+    index = int(val["_M_index"])
+    if index == 255 or index < 0:  # valueless_by_exception (npos as an unsigned char)
+        return None
+    storage = val["_M_u"]
+    for _ in range(index):
+        storage = storage["_M_rest"]
+    return storage["_M_first"]["_M_storage"]
+
+
+class VcpuExitPrinter:
+    """vmm::kvm::VcpuExit (a std::variant of IoExit, MmioExit, HltExit, ...): just the active alternative."""
+
+    def __init__(self, val):
+        self.val = val
+
+    def to_string(self):
+        try:
+            alternative = _variant_alternative(self.val)
+        except gdb.error:
+            return "VcpuExit {not initialised yet}"  # e.g. at a function's first line, before the prologue
+        if alternative is None:
+            return "VcpuExit {valueless}"
+        kind = alternative.type.strip_typedefs().name.split("::")[-1]
+        text = alternative.format_string()
+        return text if text.startswith(kind) else "%s %s" % (kind, text)
+
+
+class ResultPrinter:
+    """vmm::Result<T> (std::expected<T, vmm::Error>): the value, or the error."""
+
+    def __init__(self, val):
+        self.val = val
+
+    def to_string(self):
+        if bool(self.val["_M_has_value"]):
+            value_type = self.val.type.strip_typedefs().template_argument(0)
+            if value_type.code == gdb.TYPE_CODE_VOID:
+                return "Result {ok}"
+            return "Result {ok: %s}" % self.val["_M_val"].format_string()
+        return "Result {error: %s}" % self.val["_M_unex"].format_string()
+
+
 def build_printers():
     pp = gdb.printing.RegexpCollectionPrettyPrinter("vmmlab")
     pp.add_printer("kvm_run", "^kvm_run$", KvmRunPrinter)
@@ -223,10 +268,23 @@ def build_printers():
     pp.add_printer("Fd", "^vmm::Fd$", FdPrinter)
     pp.add_printer("Mmap", "^vmm::Mmap$", MmapPrinter)
     pp.add_printer("MemorySlot", "^vmm::kvm::MemorySlot$", MemorySlotPrinter)
+    pp.add_printer("VcpuExit", "^std::variant<vmm::kvm::IoExit, vmm::kvm::MmioExit,", VcpuExitPrinter)
+    pp.add_printer("Result", "^std::expected<.*, vmm::Error>$", ResultPrinter)
     return pp
 
 
+# Registered globally, and also on each program that is loaded: gdb asks objfile printers first, in load order, so a
+# printer on the main program wins over libstdc++'s own (whose std::variant printer fails on gdb 13 with GCC 12).
 gdb.printing.register_pretty_printer(None, build_printers(), replace=True)
+
+
+def _on_new_objfile(event):
+    objfile = event.new_objfile
+    if objfile.filename and objfile.filename == gdb.current_progspace().filename:
+        gdb.printing.register_pretty_printer(objfile, build_printers(), replace=True)
+
+
+gdb.events.new_objfile.connect(_on_new_objfile)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

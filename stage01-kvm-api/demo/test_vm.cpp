@@ -122,9 +122,15 @@ Result<RunOutcome> TestVm::run(const IoHook& hook, std::size_t max_exits) {
       return std::unexpected(exit.error());
     }
     outcome.exits.push_back(kvm::exit_reason(*exit));
-    outcome.trace.push_back(kvm::describe(*exit));
-    if (config_.trace) {
-      fmt::print(stderr, "exit #{}: {}\n", n + 1, outcome.trace.back());
+    // Formatting a description costs far more than the exit's bookkeeping: only do it when someone will read it.
+    if (config_.trace || config_.record_trace) {
+      std::string line = kvm::describe(*exit);
+      if (config_.trace) {
+        fmt::print(stderr, "exit #{}: {}\n", n + 1, line);
+      }
+      if (config_.record_trace) {
+        outcome.trace.push_back(std::move(line));
+      }
     }
 
     if (auto* io = std::get_if<kvm::IoExit>(&*exit)) {

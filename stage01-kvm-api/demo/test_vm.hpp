@@ -22,7 +22,8 @@ struct TestVmConfig {
   std::uint64_t memory_size = 0x100000;  ///< 1 MiB: all a real-mode guest can address.
   std::uint64_t rax = 2;                 ///< The two numbers test_vm adds.
   std::uint64_t rbx = 3;
-  bool trace = false;  ///< Print every exit to stderr as it happens.
+  bool trace = false;         ///< Print every exit to stderr as it happens.
+  bool record_trace = false;  ///< Keep `describe()` of every exit in RunOutcome::trace (tests).
 };
 
 /// @brief Why `TestVm::run` stopped.
@@ -33,7 +34,7 @@ struct RunOutcome {
   StopReason reason = StopReason::Halted;
   std::string serial_output;         ///< Every byte the guest wrote to port 0x3f8.
   std::vector<std::uint32_t> exits;  ///< KVM_EXIT_* reasons, in order.
-  std::vector<std::string> trace;    ///< `describe()` of each exit.
+  std::vector<std::string> trace;    ///< `describe()` of each exit, when TestVmConfig::record_trace is set.
   std::string detail;                ///< For abnormal stops: the exit and a register dump.
 };
 

@@ -25,7 +25,7 @@ TEST(TestVm, PrintsTheSumAndHalts) {
 
 TEST(TestVm, ExitSequenceIsOutOutHlt) {
   VMMLAB_REQUIRE_KVM();
-  auto vm = TestVm::create(guest::test_vm());
+  auto vm = TestVm::create(guest::test_vm(), {.record_trace = true});
   ASSERT_TRUE(vm);
   auto outcome = vm->run();
   ASSERT_TRUE(outcome);

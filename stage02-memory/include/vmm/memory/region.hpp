@@ -32,10 +32,10 @@ enum class HugePages {
 
 /// @brief How to create a region.
 struct RegionOptions {
-  Backing backing = Backing::anonymous;  ///< Anonymous private, or a shareable memfd.
-  bool hugepages = false;                ///< Try hugetlbfs pages, then transparent huge pages.
-  bool prefault = false;                 ///< MAP_POPULATE: fault every page in now rather than on first touch.
-  std::string memfd_name = "vmmlab-guest-ram";  ///< Name shown in /proc/<pid>/fd and maps (memfd backing only).
+  Backing backing = Backing::anonymous;         ///< Anonymous private, or a shareable memfd.
+  bool hugepages = false;                       ///< Try hugetlbfs pages, then transparent huge pages.
+  bool prefault = false;                        ///< MAP_POPULATE: fault every page in now rather than on first touch.
+  std::string memfd_name = "vmmlab-guest-ram";  ///< Name shown in /proc/PID/fd and /proc/PID/maps (memfd backing only).
 };
 
 /// @brief The huge page size tried for hugetlb backings (x86's default, 2 MiB). Regions whose size is not a multiple

@@ -6,6 +6,9 @@ Loaded by labs/gdb/vmm-gdb (gdb -iex "source vmmlab.py"). Each stage adds what i
            alternative), IoExit, MmioExit, vmm::Result<T> (value or error), vmm::Error, vmm::Fd (with what the
            descriptor is), vmm::Mmap, vmm::kvm::MemorySlot
            commands: vmm exit-name N, vmm fds, vmm regs [VCPU], vmm kvm-run [EXPR]
+  stage02  printers: vmm::memory::GuestAddress, GuestRange, GuestMemoryRegion (range, size, host address, backing with
+           its memfd, huge pages), GuestMemory (region count and total size, the regions as children)
+           commands: vmm memmap [EXPR] (the guest-physical map of a GuestMemory and/or a Vm's KVM slots)
 """
 
 import errno
@@ -205,14 +208,21 @@ class MemorySlotPrinter:
     def to_string(self):
         v = self.val
         gpa, size = int(v["guest_address"]), int(v["size"])
-        flags = int(v["flags"])
-        names = []
-        if flags & 1:
-            names.append("LOG_DIRTY_PAGES")
-        if flags & 2:
-            names.append("READONLY")
+        names = slot_flag_names(int(v["flags"]))
         return "slot %d: guest [%#x, %#x) -> host %#x%s" % (int(v["slot"]), gpa, gpa + size, int(v["host_address"]),
-                                                             (" " + "|".join(names)) if names else "")
+                                                             (" " + names) if names else "")
+
+
+def slot_flag_names(flags):
+    """KVM_MEM_* flags of a memory slot as "LOG_DIRTY_PAGES|READONLY" ("" when none)."""
+    names = []
+    if flags & 1:  # KVM_MEM_LOG_DIRTY_PAGES
+        names.append("LOG_DIRTY_PAGES")
+    if flags & 2:  # KVM_MEM_READONLY
+        names.append("READONLY")
+    if flags & ~3:
+        names.append("%#x" % (flags & ~3))
+    return "|".join(names)
 
 
 def _variant_alternative(val):
@@ -259,6 +269,117 @@ class ResultPrinter:
         return "Result {error: %s}" % self.val["_M_unex"].format_string()
 
 
+# ---------------------------------------------------------------------------------------------------------------------
+# stage02: guest memory
+
+def format_size(size):
+    """16 MiB, 4 KiB, 1 GiB when exact; otherwise the byte count in hex ("0x1234 bytes")."""
+    size = int(size)
+    if size == 0:
+        return "0 bytes"
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if size % (1 << shift) == 0:
+            return "%d %s" % (size >> shift, unit)
+    return "%#x bytes" % size
+
+
+def _enumerator(val):
+    """An enum class value's enumerator name without its scope ("memfd" for vmm::memory::Backing::memfd)."""
+    return str(val).split("::")[-1]
+
+
+def _vector_elements(vec, limit=4096):
+    """The elements of a libstdc++ std::vector, or None when it does not look like one yet (e.g. a local whose
+    constructor has not run: its pointers are whatever was on the stack)."""
+    impl = vec["_M_impl"]
+    element = vec.type.strip_typedefs().template_argument(0)
+    start, finish = impl["_M_start"], impl["_M_finish"]
+    begin, end = int(start), int(finish)
+    if begin == 0 and end == 0:
+        return []
+    if begin == 0 or end < begin or (end - begin) % element.sizeof or (end - begin) // element.sizeof > limit:
+        return None
+    return [start[i] for i in range((end - begin) // element.sizeof)]
+
+
+def _region_fields(region):
+    """(start, size, host address, backing text, huge pages) of a vmm::memory::GuestMemoryRegion."""
+    rng = region["range_"]
+    start, size = int(rng["start"]["raw_"]), int(rng["size"])
+    host = int(region["map_"]["addr_"])
+    backing = _enumerator(region["backing_"])
+    if backing == "memfd":
+        fd = int(region["fd_"]["fd_"])
+        backing = "memfd fd %d" % fd
+    return start, size, host, backing, _enumerator(region["huge_pages_"])
+
+
+class GuestAddressPrinter:
+    """vmm::memory::GuestAddress: `GuestAddress 0x1000`."""
+
+    def __init__(self, val):
+        self.val = val
+
+    def to_string(self):
+        return "GuestAddress %#x" % int(self.val["raw_"])
+
+
+class GuestRangePrinter:
+    """vmm::memory::GuestRange: half-open, `[0x0, 0x1000000)`."""
+
+    def __init__(self, val):
+        self.val = val
+
+    def to_string(self):
+        start, size = int(self.val["start"]["raw_"]), int(self.val["size"])
+        return "[%#x, %#x)" % (start, start + size)
+
+
+class GuestMemoryRegionPrinter:
+    """vmm::memory::GuestMemoryRegion: guest range, size, host address, backing (a memfd with what /proc/PID/fd says
+    it is), huge pages."""
+
+    def __init__(self, val):
+        self.val = val
+
+    def to_string(self):
+        v = self.val
+        start, size, host, backing, huge = _region_fields(v)
+        if host == 0:
+            return "GuestMemoryRegion {empty}"  # moved from
+        if backing.startswith("memfd"):
+            fd = int(v["fd_"]["fd_"])
+            backing += " -> %s" % _fd_target(fd)
+            offset = int(v["file_offset_"])
+            if offset:
+                backing += " at offset %#x" % offset
+        extra = ", prefaulted" if bool(v["prefaulted_"]) else ""
+        return "GuestMemoryRegion {guest [%#x, %#x) %s -> host %#x, %s, huge pages: %s%s}" % (
+            start, start + size, format_size(size), host, backing, huge, extra)
+
+
+class GuestMemoryPrinter:
+    """vmm::memory::GuestMemory: `GuestMemory {2 regions, 18 MiB}`, the regions as children."""
+
+    def __init__(self, val):
+        self.val = val
+        self.regions = _vector_elements(val["regions_"])
+
+    def to_string(self):
+        if self.regions is None:
+            return "GuestMemory {not initialised yet}"
+        total = sum(int(r["range_"]["size"]) for r in self.regions)
+        n = len(self.regions)
+        return "GuestMemory {%d region%s, %s}" % (n, "" if n == 1 else "s", format_size(total))
+
+    def children(self):
+        for i, region in enumerate(self.regions or []):
+            yield "[%d]" % i, region
+
+    def display_hint(self):
+        return "array"
+
+
 def build_printers():
     pp = gdb.printing.RegexpCollectionPrettyPrinter("vmmlab")
     pp.add_printer("kvm_run", "^kvm_run$", KvmRunPrinter)
@@ -270,6 +391,10 @@ def build_printers():
     pp.add_printer("MemorySlot", "^vmm::kvm::MemorySlot$", MemorySlotPrinter)
     pp.add_printer("VcpuExit", "^std::variant<vmm::kvm::IoExit, vmm::kvm::MmioExit,", VcpuExitPrinter)
     pp.add_printer("Result", "^std::expected<.*, vmm::Error>$", ResultPrinter)
+    pp.add_printer("GuestAddress", "^vmm::memory::GuestAddress$", GuestAddressPrinter)
+    pp.add_printer("GuestRange", "^vmm::memory::GuestRange$", GuestRangePrinter)
+    pp.add_printer("GuestMemoryRegion", "^vmm::memory::GuestMemoryRegion$", GuestMemoryRegionPrinter)
+    pp.add_printer("GuestMemory", "^vmm::memory::GuestMemory$", GuestMemoryPrinter)
     return pp
 
 
@@ -291,7 +416,7 @@ gdb.events.new_objfile.connect(_on_new_objfile)
 # Commands
 
 class VmmPrefix(gdb.Command):
-    """vmmlab commands: vmm exit-name, vmm fds, vmm regs, vmm kvm-run (and more in later stages)."""
+    """vmmlab commands: vmm exit-name, vmm fds, vmm regs, vmm kvm-run, vmm memmap (and more in later stages)."""
 
     def __init__(self):
         super().__init__("vmm", gdb.COMMAND_USER, prefix=True)
@@ -394,8 +519,134 @@ class VmmKvmRun(gdb.Command):
         print(run.format_string())
 
 
+_MEMMAP_NAMES = ("memory", "memory_", "guest_memory", "guest_memory_", "vm", "vm_", "this")
+
+
+def _memmap_kind(val):
+    """("memory", GuestMemory) or ("vm", Vm) for a value of either type, a pointer or reference to one, or a
+    vmm::Result holding one; None for anything else (or a null pointer, an error, an uninitialised local)."""
+    for _ in range(4):  # e.g. a reference to a Result<GuestMemory>, or a pointer to a pointer
+        t = val.type.strip_typedefs()
+        if t.code in (gdb.TYPE_CODE_REF, gdb.TYPE_CODE_RVALUE_REF):
+            val = val.referenced_value()
+        elif t.code == gdb.TYPE_CODE_PTR:
+            if int(val) == 0:
+                return None
+            val = val.dereference()
+        elif (t.unqualified().name or "").startswith("std::expected<"):
+            has_value = int(val["_M_has_value"])
+            if has_value != 1:  # 0: an error; anything else: not constructed yet
+                return None
+            val = val["_M_val"]
+        else:
+            break
+    name = val.type.strip_typedefs().unqualified().name
+    if name == "vmm::memory::GuestMemory":
+        kind = "memory"
+        items = _vector_elements(val["regions_"])
+    elif name == "vmm::kvm::Vm":
+        kind = "vm"
+        items = _vector_elements(val["slots_"])
+    else:
+        return None
+    if items is None:
+        return None
+    return kind, val
+
+
+def _memmap_search():
+    """The nearest GuestMemory and the nearest Vm in the selected frame and its callers, as
+    {"memory": (value, where), "vm": (value, where)}. Names looked at: locals and arguments called memory, memory_,
+    guest_memory, vm, vm_, this, and members of `this` with those names."""
+    found = {}
+    frame = gdb.selected_frame()
+    while frame is not None and len(found) < 2:
+        try:
+            this = frame.read_var("this")
+        except (ValueError, gdb.error):
+            this = None
+        for name in _MEMMAP_NAMES:
+            candidates = []
+            try:
+                candidates.append((name, frame.read_var(name)))
+            except (ValueError, gdb.error):
+                pass
+            if this is not None and name != "this" and not candidates:
+                try:
+                    candidates.append(("this->" + name, this.dereference()[name]))
+                except (gdb.error, RuntimeError):  # no such member (or an unreadable this)
+                    pass
+            for label, val in candidates:
+                try:
+                    result = _memmap_kind(val)
+                except (gdb.error, gdb.MemoryError, RuntimeError):
+                    continue
+                if result and result[0] not in found:
+                    where = "`%s` in frame #%d (%s)" % (label, frame.level(), frame.name() or "??")
+                    found[result[0]] = (result[1], where)
+        frame = frame.older()
+    return found
+
+
+def _print_regions(memory, where):
+    regions = _vector_elements(memory["regions_"]) or []
+    total = sum(int(r["range_"]["size"]) for r in regions)
+    print("GuestMemory %s: %d region%s, %s" % (where, len(regions), "" if len(regions) == 1 else "s",
+                                               format_size(total)))
+    for i, region in enumerate(regions):
+        start, size, host, backing, _ = _region_fields(region)
+        print("region %d: guest [%#x, %#x) %s -> host %#x %s" % (i, start, start + size, format_size(size), host,
+                                                                 backing))
+
+
+def _print_slots(vm, where):
+    slots = _vector_elements(vm["slots_"]) or []
+    print("KVM slots of Vm %s: %d slot%s" % (where, len(slots), "" if len(slots) == 1 else "s"))
+    for slot in slots:
+        gpa, size = int(slot["guest_address"]), int(slot["size"])
+        flags = slot_flag_names(int(slot["flags"]))
+        print("slot %d: guest [%#x, %#x) %s -> host %#x%s" % (int(slot["slot"]), gpa, gpa + size, format_size(size),
+                                                              int(slot["host_address"]),
+                                                              (" " + flags) if flags else ""))
+
+
+class VmmMemmap(gdb.Command):
+    """vmm memmap [EXPR]: the guest-physical memory map, one line per region or KVM slot (like QEMU's `info mtree`).
+
+    EXPR is a vmm::memory::GuestMemory or a vmm::kvm::Vm (or a pointer, reference or vmm::Result holding one):
+      region 0: guest [0x0, 0x1000000) 16 MiB -> host 0x7ffff6e00000 anonymous
+      slot 1: guest [0x100000000, 0x100200000) 2 MiB -> host 0x7ffff6a00000 LOG_DIRTY_PAGES
+    Without EXPR, looks in the selected frame and its callers for the nearest GuestMemory and the nearest Vm (locals,
+    arguments or members of `this` called memory, memory_, guest_memory, vm, vm_, or `this` itself) and prints the
+    regions of the one and the KVM slots of the other: what the VMM thinks the guest has, then what KVM was told."""
+
+    def __init__(self):
+        super().__init__("vmm memmap", gdb.COMMAND_USER, gdb.COMPLETE_EXPRESSION)
+
+    def invoke(self, arg, from_tty):
+        arg = arg.strip()
+        if arg:
+            val = gdb.parse_and_eval(arg)
+            result = _memmap_kind(val)
+            if result is None:
+                raise gdb.GdbError("vmm memmap: %s is a %s, not a vmm::memory::GuestMemory or vmm::kvm::Vm (or it "
+                                   "is empty, an error, or not constructed yet)" % (arg, val.type))
+            kind, target = result
+            (_print_regions if kind == "memory" else _print_slots)(target, "`%s`" % arg)
+            return
+        found = _memmap_search()
+        if not found:
+            raise gdb.GdbError("vmm memmap: no vmm::memory::GuestMemory or vmm::kvm::Vm in this frame or its "
+                               "callers: give one, e.g. `vmm memmap memory`")
+        if "memory" in found:
+            _print_regions(*found["memory"])
+        if "vm" in found:
+            _print_slots(*found["vm"])
+
+
 VmmPrefix()
 VmmExitName()
 VmmFds()
 VmmRegs()
 VmmKvmRun()
+VmmMemmap()

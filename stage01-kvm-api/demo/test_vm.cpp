@@ -108,27 +108,31 @@ Result<void> TestVm::write_memory(std::uint64_t guest_address, std::span<const s
 }
 
 Result<RunOutcome> TestVm::run(const IoHook& hook, std::size_t max_exits) {
+  return run_vcpu(vcpu_, {.trace = config_.trace, .record_trace = config_.record_trace}, hook, max_exits);
+}
+
+Result<RunOutcome> run_vcpu(kvm::Vcpu& vcpu, const RunOptions& options, const IoHook& hook, std::size_t max_exits) {
   RunOutcome outcome;
   auto stop = [&](StopReason reason, const kvm::VcpuExit& exit) -> Result<RunOutcome> {
     outcome.reason = reason;
-    auto dump = kvm::dump_vcpu(vcpu_);
+    auto dump = kvm::dump_vcpu(vcpu);
     outcome.detail = fmt::format("{}\n{}", kvm::describe(exit), dump ? *dump : dump.error().message());
     return outcome;
   };
 
   for (std::size_t n = 0; n < max_exits; ++n) {
-    auto exit = vcpu_.run();  // The guest runs inside this call until it needs us.
+    auto exit = vcpu.run();  // The guest runs inside this call until it needs us.
     if (!exit) {
       return std::unexpected(exit.error());
     }
     outcome.exits.push_back(kvm::exit_reason(*exit));
     // Formatting a description costs far more than the exit's bookkeeping: only do it when someone will read it.
-    if (config_.trace || config_.record_trace) {
+    if (options.trace || options.record_trace) {
       std::string line = kvm::describe(*exit);
-      if (config_.trace) {
+      if (options.trace) {
         fmt::print(stderr, "exit #{}: {}\n", n + 1, line);
       }
-      if (config_.record_trace) {
+      if (options.record_trace) {
         outcome.trace.push_back(std::move(line));
       }
     }

@@ -41,6 +41,20 @@ struct RunOutcome {
 /// @brief A port-I/O hook consulted before the default handling; returns true if it handled the exit.
 using IoHook = std::function<bool(kvm::IoExit&)>;
 
+/// @brief How `run_vcpu` reports exits.
+struct RunOptions {
+  bool trace = false;         ///< Print every exit to stderr as it happens.
+  bool record_trace = false;  ///< Keep `describe()` of every exit in RunOutcome::trace.
+};
+
+/// @brief The run loop: runs `vcpu` until HLT, a fatal exit, or `max_exits`.
+///
+/// `hook` sees every port-I/O exit first. Otherwise OUT to port 0x3f8 appends to the serial output (every item of a
+/// string OUT), and IN from a port nobody handles reads all-ones, as on real hardware with nothing on the bus.
+/// Any vCPU in any mode can be run this way: stage02 runs its 64-bit guests with it.
+[[nodiscard]] Result<RunOutcome> run_vcpu(kvm::Vcpu& vcpu, const RunOptions& options, const IoHook& hook = {},
+                                          std::size_t max_exits = 10000);
+
 /// @brief The stage01 machine: everything in one object so the run loop is easy to read and to step through.
 class TestVm {
  public:
@@ -48,10 +62,7 @@ class TestVm {
   ///        image's entry point.
   [[nodiscard]] static Result<TestVm> create(const GuestImage& image, const TestVmConfig& config = {});
 
-  /// @brief Runs the vCPU until HLT, a fatal exit, or `max_exits`.
-  ///
-  /// OUT to port 0x3f8 appends to the serial output (every item of a string OUT). IN from a port nobody handles
-  /// reads all-ones, as on real hardware with nothing on the bus.
+  /// @brief Runs the vCPU with `run_vcpu` until HLT, a fatal exit, or `max_exits`.
   [[nodiscard]] Result<RunOutcome> run(const IoHook& hook = {}, std::size_t max_exits = 10000);
 
   /// @brief Copies bytes into guest memory at a guest-physical address (checked against the slot).

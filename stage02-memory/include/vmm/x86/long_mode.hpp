@@ -22,18 +22,22 @@ namespace vmm::x86 {
 inline constexpr std::uint16_t kCodeSelector = 0x08;  ///< 64-bit code, DPL 0.
 inline constexpr std::uint16_t kDataSelector = 0x10;  ///< Flat data, DPL 0.
 
-/// @brief Page-table entry bits used by the identity map.
-inline constexpr std::uint64_t kPtePresent = 1ull << 0;
-inline constexpr std::uint64_t kPteWritable = 1ull << 1;
-inline constexpr std::uint64_t kPteAccessed = 1ull << 5;
-inline constexpr std::uint64_t kPteDirty = 1ull << 6;
-inline constexpr std::uint64_t kPteHuge = 1ull << 7;  ///< PS: this entry maps a 2 MiB (PDE) or 1 GiB (PDPTE) page.
+inline constexpr std::uint64_t kPtePresent = 1ull << 0;   ///< P: the entry is valid.
+inline constexpr std::uint64_t kPteWritable = 1ull << 1;  ///< R/W: writes allowed.
+inline constexpr std::uint64_t kPteAccessed = 1ull << 5;  ///< A: preset, so the CPU never writes the entry.
+inline constexpr std::uint64_t kPteDirty = 1ull << 6;     ///< D (leaf entries): preset for the same reason.
+inline constexpr std::uint64_t kPteHuge = 1ull << 7;      ///< PS: maps a 2 MiB (PDE) or 1 GiB (PDPTE) page.
 
-/// @brief Control-register and EFER bits for long mode.
-inline constexpr std::uint64_t kCr0Pe = 1ull << 0, kCr0Mp = 1ull << 1, kCr0Et = 1ull << 4, kCr0Ne = 1ull << 5,
-                               kCr0Wp = 1ull << 16, kCr0Pg = 1ull << 31;
-inline constexpr std::uint64_t kCr4Pae = 1ull << 5;
-inline constexpr std::uint64_t kEferLme = 1ull << 8, kEferLma = 1ull << 10;
+inline constexpr std::uint64_t kCr0Pe = 1ull << 0;    ///< CR0.PE: protected mode.
+inline constexpr std::uint64_t kCr0Mp = 1ull << 1;    ///< CR0.MP: WAIT/FWAIT honour TS.
+inline constexpr std::uint64_t kCr0Et = 1ull << 4;    ///< CR0.ET: always 1 on modern CPUs.
+inline constexpr std::uint64_t kCr0Ne = 1ull << 5;    ///< CR0.NE: native x87 error reporting.
+inline constexpr std::uint64_t kCr0Wp = 1ull << 16;   ///< CR0.WP: ring 0 honours read-only pages.
+inline constexpr std::uint64_t kCr0Pg = 1ull << 31;   ///< CR0.PG: paging.
+inline constexpr std::uint64_t kCr4Pae = 1ull << 5;   ///< CR4.PAE: 64-bit page-table entries, required for long mode.
+inline constexpr std::uint64_t kEferLme = 1ull << 8;  ///< EFER.LME: long mode enabled.
+inline constexpr std::uint64_t kEferLma = 1ull
+                                          << 10;  ///< EFER.LMA: long mode active (set by the CPU when paging starts).
 
 /// @brief What `write_identity_page_tables` built.
 struct PageTables {

@@ -66,6 +66,11 @@ Result<LongModeVm> LongModeVm::create(const GuestImage& image, const LongModeVmC
       return std::unexpected(rc.error());
     }
   }
+  if (config.prepare_vm) {
+    if (auto rc = config.prepare_vm(*vm); !rc) {
+      return std::unexpected(rc.error());
+    }
+  }
   auto vcpu = vm->create_vcpu(0);
   if (!vcpu) {
     return std::unexpected(vcpu.error());

@@ -4,6 +4,7 @@
 ///        guest runtime's boot info, and dirty logging.
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <span>
 #include <vector>
@@ -43,6 +44,9 @@ struct LongModeVmConfig {
   bool dirty_logging = true;             ///< Log the guest's writes to the output region's slot.
   bool trace = false;                    ///< Print every exit to stderr.
   bool record_trace = false;             ///< Keep every exit's description (tests).
+  /// Called after the memory slots are registered and before the vCPU is created: what must happen in that window
+  /// (stage03: KVM_CREATE_IRQCHIP, which KVM refuses once a vCPU exists).
+  std::function<Result<void>(kvm::Vm&)> prepare_vm = nullptr;
 };
 
 /// @brief What the guest told the VMM through the runtime's report channel.

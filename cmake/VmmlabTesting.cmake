@@ -48,15 +48,16 @@ endfunction()
 # vmmlab_add_command_test(): run a program (usually a demo) and check its exit status and output exactly.
 #
 #   vmmlab_add_command_test(NAME <test> STAGE <label> KIND <unit|kvm> [RIG | RIG_ONLY] [STATUS <n>] [STDIN <file>]
-#                           [STDOUT_EQUALS <text>] [STDOUT_MATCHES <regex>...] [STDERR_MATCHES <regex>...]
+#                           [STDOUT_EQUALS <text> | STDOUT_FILE <file>] [STDOUT_MATCHES <regex>...]
+#                           [STDERR_MATCHES <regex>...]
 #                           COMMAND <target-or-path> [ARGS...])
 #
 # KIND kvm: without /dev/kvm the test skips (77), or fails under VMMLAB_REQUIRE_KVM=1.
-# Text arguments may contain \n; regexes are extended regexes (grep -E) matched against the whole output. Avoid
+# Text arguments may contain \n (and no ";": use STDOUT_FILE for such output); regexes are extended regexes (grep -E) matched against the whole output. Avoid
 # square brackets in them: CMake does not split a list inside [...] (use . to match a bracket).
 # RIG also runs the same checks inside the rig as `<test>.rig`; RIG_ONLY only there (see vmmlab_add_gtest).
 function(vmmlab_add_command_test)
-  cmake_parse_arguments(PARSE_ARGV 0 T "RIG;RIG_ONLY" "NAME;STAGE;KIND;STATUS;STDIN;STDOUT_EQUALS"
+  cmake_parse_arguments(PARSE_ARGV 0 T "RIG;RIG_ONLY" "NAME;STAGE;KIND;STATUS;STDIN;STDOUT_EQUALS;STDOUT_FILE"
                         "STDOUT_MATCHES;STDERR_MATCHES;COMMAND;LABELS")
   if(NOT T_NAME OR NOT T_STAGE OR NOT T_KIND OR NOT T_COMMAND)
     message(FATAL_ERROR "vmmlab_add_command_test: NAME, STAGE, KIND and COMMAND are required")
@@ -73,6 +74,9 @@ function(vmmlab_add_command_test)
   endif()
   if(DEFINED T_STDOUT_EQUALS)
     list(APPEND args --stdout-equals "${T_STDOUT_EQUALS}")
+  endif()
+  if(T_STDOUT_FILE)
+    list(APPEND args --stdout-file "${T_STDOUT_FILE}")
   endif()
   foreach(re IN LISTS T_STDOUT_MATCHES)
     list(APPEND args --stdout-matches "${re}")
@@ -93,6 +97,9 @@ function(vmmlab_add_command_test)
     set(files "${program}")
     if(T_STDIN)
       list(APPEND files "${T_STDIN}")
+    endif()
+    if(T_STDOUT_FILE)
+      list(APPEND files "${T_STDOUT_FILE}")
     endif()
     vmmlab_add_rig_test(NAME ${T_NAME}.rig STAGE ${T_STAGE} FILES ${files} LABELS ${T_LABELS}
                         COMMAND "${PROJECT_SOURCE_DIR}/tools/check-output" ${args} -- "${program}" ${T_COMMAND})

@@ -11,6 +11,14 @@ namespace vmm::stage02 {
 
 using memory::GuestAddress;
 
+std::vector<std::byte> input_pattern(std::size_t size, unsigned seed) {
+  std::vector<std::byte> bytes(size);
+  for (std::size_t i = 0; i < size; ++i) {
+    bytes[i] = static_cast<std::byte>((i * 131 + seed) & 0xff);
+  }
+  return bytes;
+}
+
 std::uint64_t fnv1a64(std::span<const std::byte> data) {
   std::uint64_t hash = 0xcbf29ce484222325ull;
   for (std::byte b : data) {

@@ -94,6 +94,10 @@ class LongModeVm {
   GuestReport report_;
 };
 
+/// @brief A reproducible input for the checksum guest: byte i is (i * 131 + seed) mod 256. The demo, the tests and
+///        the labs all use it, so runs can be compared.
+[[nodiscard]] std::vector<std::byte> input_pattern(std::size_t size, unsigned seed);
+
 /// @brief FNV-1a 64, what the checksum guest computes: the host's reference.
 [[nodiscard]] std::uint64_t fnv1a64(std::span<const std::byte> data);
 

@@ -39,10 +39,7 @@ int main(int argc, char** argv) {
     fmt::print(stderr, "stage02-memory: {}\n", vm.error());
     return 1;
   }
-  std::vector<std::byte> input(input_size);
-  for (std::size_t i = 0; i < input.size(); ++i) {
-    input[i] = static_cast<std::byte>((i * 131 + 7) & 0xff);  // a fixed pattern, so runs can be compared
-  }
+  const std::vector<std::byte> input = stage02::input_pattern(input_size, 7);
   if (auto rc = vm->set_input(input); !rc) {
     fmt::print(stderr, "stage02-memory: {}\n", rc.error());
     return 1;

@@ -15,14 +15,6 @@ namespace {
 
 using memory::GuestAddress;
 
-std::vector<std::byte> pattern(std::size_t size, unsigned seed) {
-  std::vector<std::byte> bytes(size);
-  for (std::size_t i = 0; i < size; ++i) {
-    bytes[i] = static_cast<std::byte>((i * 131 + seed) & 0xff);
-  }
-  return bytes;
-}
-
 std::string read_message(const LongModeVm& vm) {
   std::string message(layout::kMessageSize, '\0');
   EXPECT_TRUE(vm.memory().read(GuestAddress(layout::kMessage), std::as_writable_bytes(std::span(message))));
@@ -34,7 +26,7 @@ TEST(LongModeVm, GuestChecksumsTheBufferAndReportsPass) {
   VMMLAB_REQUIRE_KVM();
   auto vm = LongModeVm::create(guest::checksum());
   ASSERT_TRUE(vm) << vm.error().message();
-  const auto input = pattern(4096, 7);
+  const auto input = vmm::stage02::input_pattern(4096, 7);
   ASSERT_TRUE(vm->set_input(input));
   auto outcome = vm->run();
   ASSERT_TRUE(outcome) << outcome.error().message();
@@ -53,7 +45,7 @@ TEST(LongModeVm, DirtyLogHoldsExactlyThePagesTheGuestWrote) {
   VMMLAB_REQUIRE_KVM();
   auto vm = LongModeVm::create(guest::checksum());
   ASSERT_TRUE(vm) << vm.error().message();
-  ASSERT_TRUE(vm->set_input(pattern(1000, 3)));
+  ASSERT_TRUE(vm->set_input(vmm::stage02::input_pattern(1000, 3)));
   // Host writes are not logged: KVM logs what the guest writes through its mappings.
   ASSERT_TRUE(vm->memory().write_obj(GuestAddress(layout::kOutput), std::uint64_t{42}));
   auto before = vm->dirty_pages();
@@ -84,7 +76,8 @@ TEST(LongModeVm, MemfdBackedRamRunsTheSameGuest) {
   for (const auto& region : vm->memory().regions()) {
     EXPECT_TRUE(region.fd().valid()) << "every region is a memfd a vhost-user backend could map";
   }
-  const auto input = pattern(layout::kMaxInput, 11);  // the largest input: 1 MiB, the guest loops a million times
+  const auto input =
+      vmm::stage02::input_pattern(layout::kMaxInput, 11);  // the largest input: 1 MiB, the guest loops a million times
   ASSERT_TRUE(vm->set_input(std::span(input).first(65536)));
   auto outcome = vm->run();
   ASSERT_TRUE(outcome) << outcome.error().message();
@@ -113,7 +106,7 @@ TEST(LongModeVm, OversizedInputAndRamAreRefused) {
   VMMLAB_REQUIRE_KVM();
   auto vm = LongModeVm::create(guest::checksum());
   ASSERT_TRUE(vm);
-  EXPECT_FALSE(vm->set_input(pattern(layout::kMaxInput + 1, 0)));
+  EXPECT_FALSE(vm->set_input(vmm::stage02::input_pattern(layout::kMaxInput + 1, 0)));
   auto big = LongModeVm::create(guest::checksum(), {.ram_size = layout::kMaxRam + (2ull << 20)});
   ASSERT_FALSE(big);
   EXPECT_NE(big.error().message().find("would overlap the output region"), std::string::npos);

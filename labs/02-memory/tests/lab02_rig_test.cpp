@@ -22,14 +22,6 @@ using vmm::memory::GuestAddress;
 using vmm::stage02::LongModeVm;
 namespace layout = vmm::stage02::layout;
 
-std::vector<std::byte> pattern(std::size_t size, unsigned seed) {
-  std::vector<std::byte> bytes(size);
-  for (std::size_t i = 0; i < size; ++i) {
-    bytes[i] = static_cast<std::byte>((i * 131 + seed) & 0xff);
-  }
-  return bytes;
-}
-
 bool host_has_1g_pages() {
   auto kvm = vmm::kvm::Kvm::open();
   if (!kvm) {
@@ -48,7 +40,7 @@ TEST(Exercise3, TheChecksumGuestRunsOnThem) {
   VMMLAB_REQUIRE_KVM();
   auto vm = LongModeVm::create(vmm::guest::checksum());
   ASSERT_TRUE(vm) << vm.error().message();
-  const auto input = pattern(4096, 5);
+  const auto input = vmm::stage02::input_pattern(4096, 5);
   ASSERT_TRUE(vm->set_input(input));
 
   constexpr GuestAddress kTables(0x20000);  // free: between the stage02 tables (0x9000..0xefff) and the guest (1 MiB)

@@ -36,14 +36,6 @@ using vmm::memory::GuestAddress;
 using vmm::stage02::LongModeVm;
 namespace layout = vmm::stage02::layout;
 
-std::vector<std::byte> pattern(std::size_t size, unsigned seed) {
-  std::vector<std::byte> bytes(size);
-  for (std::size_t i = 0; i < size; ++i) {
-    bytes[i] = static_cast<std::byte>((i * 131 + seed) & 0xff);
-  }
-  return bytes;
-}
-
 const vmm::kvm::MemorySlot* find_slot(const LongModeVm& vm, std::uint32_t slot) {
   const auto slots = const_cast<LongModeVm&>(vm).vm().memory_slots();
   const auto it = std::ranges::find(slots, slot, &vmm::kvm::MemorySlot::slot);
@@ -137,7 +129,7 @@ TEST(Exercise1, TheGuestChecksumsABufferInHighRam) {
   ASSERT_TRUE(high) << high.error().message();
 
   // The VMM writes the buffer through its own mapping of the region: host-virtual, not guest-physical.
-  const auto input = pattern(4096, 11);
+  const auto input = vmm::stage02::input_pattern(4096, 11);
   std::ranges::copy(input, high->region.bytes().begin());
   set_input_at(*vm, lab02::kHighRam, input.size());
 
@@ -164,7 +156,7 @@ TEST(Exercise2, TheRomIsAReadOnlySlot) {
   VMMLAB_REQUIRE_KVM();
   auto vm = LongModeVm::create(vmm::guest::lab02_rom());
   ASSERT_TRUE(vm) << vm.error().message();
-  const auto contents = pattern(256, 3);
+  const auto contents = vmm::stage02::input_pattern(256, 3);
   auto rom = lab02::add_rom(*vm, GuestAddress(lab02::kRom), lab02::kRomSize, contents);
   ASSERT_TRUE(rom) << rom.error().message();
   EXPECT_EQ(rom->region.range(), (vmm::memory::GuestRange{GuestAddress(lab02::kRom), lab02::kRomSize}));
@@ -197,7 +189,7 @@ TEST(Exercise2, TheGuestReadsTheRomAndItsWriteExits) {
   VMMLAB_REQUIRE_KVM();
   auto vm = LongModeVm::create(vmm::guest::lab02_rom());
   ASSERT_TRUE(vm) << vm.error().message();
-  const auto contents = pattern(256, 3);
+  const auto contents = vmm::stage02::input_pattern(256, 3);
   auto rom = lab02::add_rom(*vm, GuestAddress(lab02::kRom), lab02::kRomSize, contents);
   ASSERT_TRUE(rom) << rom.error().message();
 

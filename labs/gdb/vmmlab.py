@@ -9,6 +9,9 @@ Loaded by labs/gdb/vmm-gdb (gdb -iex "source vmmlab.py"). Each stage adds what i
   stage02  printers: vmm::memory::GuestAddress, GuestRange, GuestMemoryRegion (range, size, host address, backing with
            its memfd, huge pages), GuestMemory (region count and total size, the regions as children)
            commands: vmm memmap [EXPR] (the guest-physical map of a GuestMemory and/or a Vm's KVM slots)
+  stage03  printers: vmm::devices::Bus / IoBus / MmioBus (entries: range -> name and device type, unclaimed counts),
+           BusEntry, Uart16550 (registers decoded: IER bits, LCR with DLAB and the divisor, MCR, LSR, RX FIFO fill)
+           commands: vmm bus [EXPR] (the devices of a bus, or of both buses of a vmm::machine::Buses)
 """
 
 import errno
@@ -380,6 +383,154 @@ class GuestMemoryPrinter:
         return "array"
 
 
+
+# ---------------------------------------------------------------------------------------------------------------------
+# stage03: buses and the UART
+
+def _map_values(map_val, limit=4096):
+    """The mapped values of a libstdc++ std::map, in key order, by walking its red-black tree. The value of a node
+    sits right after the node's _Rb_tree_node_base, as a std::pair<const Key, T>."""
+    impl = map_val["_M_t"]["_M_impl"]
+    header = impl["_M_header"]
+    count = int(impl["_M_node_count"])
+    if count < 0 or count > limit:
+        return None
+    map_type = map_val.type.strip_typedefs()
+    key_type = map_type.template_argument(0)
+    value_type = map_type.template_argument(1)
+    base_type = header.type.strip_typedefs()
+    offset = key_type.sizeof
+    align = max(value_type.alignof, 1)
+    offset = (offset + align - 1) // align * align
+    values = []
+    node = header["_M_left"]
+    end = int(header.address)
+    for _ in range(count):
+        if int(node) == end or int(node) == 0:
+            break
+        address = int(node) + base_type.sizeof + offset
+        values.append(gdb.Value(address).cast(value_type.pointer()).dereference())
+        # in-order successor
+        if int(node["_M_right"]) != 0:
+            node = node["_M_right"]
+            while int(node["_M_left"]) != 0:
+                node = node["_M_left"]
+        else:
+            parent = node["_M_parent"]
+            while int(node) == int(parent["_M_right"]):
+                node = parent
+                parent = parent["_M_parent"]
+            if int(node["_M_right"]) != int(parent):
+                node = parent
+    return values
+
+
+def _device_type(device_ptr):
+    """The dynamic type of the BusDevice a shared_ptr points at ("vmm::devices::Uart16550")."""
+    pointer = device_ptr["_M_ptr"]
+    if int(pointer) == 0:
+        return "(no device)"
+    try:
+        return str(pointer.dereference().dynamic_type.strip_typedefs())
+    except gdb.error:
+        return str(pointer.type.target())
+
+
+def _entry_line(entry):
+    rng = entry["range"]
+    base, size = int(rng["base"]), int(rng["size"])
+    name = entry["name"].format_string().strip('"')
+    return "[%#x, %#x) %s -> %s" % (base, base + size, name, _device_type(entry["device"]))
+
+
+class BusEntryPrinter:
+    """vmm::devices::BusEntry: `[0x3f8, 0x400) serial0 (COM1) -> vmm::devices::Uart16550`."""
+
+    def __init__(self, val):
+        self.val = val
+
+    def to_string(self):
+        return "BusEntry {%s}" % _entry_line(self.val)
+
+
+def _atomic_int(val):
+    try:
+        return int(val["_M_i"])
+    except gdb.error:
+        return int(val["_M_base"]["_M_i"])
+
+
+class BusPrinter:
+    """vmm::devices::Bus (IoBus, MmioBus): `io bus {2 devices, unclaimed: 0 reads, 0 writes}`, the entries as
+    children."""
+
+    def __init__(self, val):
+        self.val = val
+        try:
+            self.entries = _map_values(val["entries_"])
+        except (gdb.error, RuntimeError):
+            self.entries = None
+
+    def to_string(self):
+        if self.entries is None:
+            return "Bus {not initialised yet}"
+        name = self.val["name_"].format_string().strip('"')
+        n = len(self.entries)
+        return "%s bus {%d device%s, unclaimed: %d reads, %d writes}" % (
+            name, n, "" if n == 1 else "s", _atomic_int(self.val["unclaimed_reads_"]),
+            _atomic_int(self.val["unclaimed_writes_"]))
+
+    def children(self):
+        for entry in self.entries or []:
+            yield "[%#x]" % int(entry["range"]["base"]), entry
+
+
+UART_IER_BITS = ((0x01, "ERBFI"), (0x02, "ETBEI"), (0x04, "ELSI"), (0x08, "EDSSI"))
+UART_MCR_BITS = ((0x01, "DTR"), (0x02, "RTS"), (0x04, "OUT1"), (0x08, "OUT2"), (0x10, "LOOP"))
+UART_LSR_BITS = ((0x01, "DR"), (0x02, "OE"), (0x20, "THRE"), (0x40, "TEMT"))
+
+
+def _bit_names(value, bits):
+    names = [name for bit, name in bits if value & bit]
+    return "|".join(names) if names else "none"
+
+
+def uart_registers(v):
+    """The registers of a vmm::devices::Uart16550, decoded: a dict of the raw values and their description."""
+    ier, lcr, mcr = int(v["ier_"]), int(v["lcr_"]), int(v["mcr_"])
+    fcr, scr = int(v["fcr_"]), int(v["scr_"])
+    divisor = int(v["dlm_"]) << 8 | int(v["dll_"])
+    rx_count = int(v["rx_count_"])
+    fifo = bool(fcr & 0x01)
+    lsr = 0x60 | (0x01 if rx_count else 0) | (0x02 if bool(v["overrun_"]) else 0)
+    words = {0: 5, 1: 6, 2: 7, 3: 8}[lcr & 3]
+    parity = "N" if not lcr & 0x08 else ("E" if lcr & 0x10 else "O")
+    line = "%d%s%d" % (words, parity, 2 if lcr & 0x04 else 1)
+    return {"ier": ier, "lcr": lcr, "mcr": mcr, "lsr": lsr, "fcr": fcr, "scr": scr, "divisor": divisor,
+            "rx_count": rx_count, "fifo": fifo, "line": line, "dlab": bool(lcr & 0x80)}
+
+
+class Uart16550Printer:
+    """vmm::devices::Uart16550: the registers by name, e.g.
+    `Uart16550 {IER 0x05 (ERBFI|ELSI), LCR 0x03 (8N1), divisor 1, MCR 0x0b (DTR|RTS|OUT2), LSR 0x60 (THRE|TEMT),
+    FIFO on, RX 0/16, THRE pending no, line low, tx 89}`."""
+
+    def __init__(self, val):
+        self.val = val
+
+    def to_string(self):
+        v = self.val
+        r = uart_registers(v)
+        lcr = "LCR %#04x (%s%s)" % (r["lcr"], "DLAB, " if r["dlab"] else "", r["line"])
+        return ("Uart16550 {IER %#04x (%s), %s, divisor %d, MCR %#04x (%s), LSR %#04x (%s), FIFO %s, RX %d/%d, "
+                "SCR %#04x, THRE pending %s, line %s, tx %d}" % (
+                    r["ier"], _bit_names(r["ier"], UART_IER_BITS), lcr, r["divisor"], r["mcr"],
+                    _bit_names(r["mcr"], UART_MCR_BITS), r["lsr"], _bit_names(r["lsr"], UART_LSR_BITS),
+                    "on" if r["fifo"] else "off", r["rx_count"], 16 if r["fifo"] else 1, r["scr"],
+                    "yes" if bool(v["thre_pending_"]) else "no",
+                    "high" if _atomic_int(v["irq_asserted_"]) else "low", int(v["tx_bytes_"])))
+
+
 def build_printers():
     pp = gdb.printing.RegexpCollectionPrettyPrinter("vmmlab")
     pp.add_printer("kvm_run", "^kvm_run$", KvmRunPrinter)
@@ -395,6 +546,9 @@ def build_printers():
     pp.add_printer("GuestRange", "^vmm::memory::GuestRange$", GuestRangePrinter)
     pp.add_printer("GuestMemoryRegion", "^vmm::memory::GuestMemoryRegion$", GuestMemoryRegionPrinter)
     pp.add_printer("GuestMemory", "^vmm::memory::GuestMemory$", GuestMemoryPrinter)
+    pp.add_printer("Bus", "^vmm::devices::(Bus|IoBus|MmioBus)$", BusPrinter)
+    pp.add_printer("BusEntry", "^vmm::devices::BusEntry$", BusEntryPrinter)
+    pp.add_printer("Uart16550", "^vmm::devices::Uart16550$", Uart16550Printer)
     return pp
 
 
@@ -416,7 +570,8 @@ gdb.events.new_objfile.connect(_on_new_objfile)
 # Commands
 
 class VmmPrefix(gdb.Command):
-    """vmmlab commands: vmm exit-name, vmm fds, vmm regs, vmm kvm-run, vmm memmap (and more in later stages)."""
+    """vmmlab commands: vmm exit-name, vmm fds, vmm regs, vmm kvm-run, vmm memmap, vmm bus (and more in later
+    stages)."""
 
     def __init__(self):
         super().__init__("vmm", gdb.COMMAND_USER, prefix=True)
@@ -644,9 +799,103 @@ class VmmMemmap(gdb.Command):
             _print_slots(*found["vm"])
 
 
+
+_BUS_NAMES = ("buses", "buses_", "bus", "this")
+
+
+def _bus_kind(val):
+    """("buses", Buses) or ("bus", Bus) for a value of either type (or a pointer or reference to one, or an object
+    with a `buses_` member such as SerialVm); None otherwise."""
+    for _ in range(4):
+        t = val.type.strip_typedefs()
+        if t.code in (gdb.TYPE_CODE_REF, gdb.TYPE_CODE_RVALUE_REF):
+            val = val.referenced_value()
+        elif t.code == gdb.TYPE_CODE_PTR:
+            if int(val) == 0:
+                return None
+            val = val.dereference()
+        else:
+            break
+    name = val.type.strip_typedefs().unqualified().name or ""
+    if name == "vmm::machine::Buses":
+        return "buses", val
+    if name in ("vmm::devices::Bus", "vmm::devices::IoBus", "vmm::devices::MmioBus"):
+        return "bus", val
+    if name.startswith("vmm::") and val.type.strip_typedefs().code == gdb.TYPE_CODE_STRUCT:
+        try:
+            return _bus_kind(val["buses_"])
+        except (gdb.error, RuntimeError):
+            return None
+    return None
+
+
+def _print_bus(bus, where):
+    printer = BusPrinter(bus)
+    if printer.entries is None:
+        raise gdb.GdbError("vmm bus: the bus %s is not initialised yet" % where)
+    print("%s %s: %s" % (printer.to_string().split(" {")[0], where, printer.to_string().split(" {", 1)[1][:-1]))
+    for entry in printer.entries:
+        print("  " + _entry_line(entry))
+
+
+class VmmBus(gdb.Command):
+    """vmm bus [EXPR]: the devices on a bus, one line per range (like `vmm memmap`, for ports and MMIO).
+
+    EXPR is a vmm::devices::Bus (IoBus, MmioBus), a vmm::machine::Buses (both buses), an object with a `buses_`
+    member (SerialVm), or a pointer or reference to one:
+      io bus `buses` in frame #3 (vmm::machine::run_vcpu_loop): 2 devices, unclaimed: 0 reads, 0 writes
+        [0xf0, 0xf8) report -> vmm::devices::ReportChannel
+        [0x3f8, 0x400) serial0 (COM1) -> vmm::devices::Uart16550
+    Without EXPR, the nearest one in the selected frame and its callers: a local, argument or member of `this`
+    called buses, buses_ or bus, or `this` itself."""
+
+    def __init__(self):
+        super().__init__("vmm bus", gdb.COMMAND_USER, gdb.COMPLETE_EXPRESSION)
+
+    def invoke(self, arg, from_tty):
+        arg = arg.strip()
+        found = None
+        if arg:
+            found = _bus_kind(gdb.parse_and_eval(arg))
+            if found is None:
+                raise gdb.GdbError("vmm bus: %s is not a vmm::devices::Bus or vmm::machine::Buses" % arg)
+            where = "`%s{}`" % arg
+        else:
+            frame = gdb.selected_frame()
+            while frame is not None and found is None:
+                for name in _BUS_NAMES:
+                    candidates = []
+                    try:
+                        candidates.append((name, frame.read_var(name)))
+                    except (ValueError, gdb.error):
+                        pass
+                    for label, val in candidates:
+                        try:
+                            found = _bus_kind(val)
+                        except (gdb.error, gdb.MemoryError, RuntimeError):
+                            found = None
+                        if found:
+                            where = "`%s{}` in frame #%d (%s)" % (label, frame.level(), frame.name() or "??")
+                            break
+                    if found:
+                        break
+                if found is None:
+                    frame = frame.older()
+            if found is None:
+                raise gdb.GdbError("vmm bus: no vmm::devices::Bus or vmm::machine::Buses in this frame or its "
+                                   "callers: give one, e.g. `vmm bus buses.io`")
+        kind, val = found
+        if kind == "buses":
+            _print_bus(val["io"], where.format(".io"))
+            _print_bus(val["mmio"], where.format(".mmio"))
+        else:
+            _print_bus(val, where.format(""))
+
+
 VmmPrefix()
 VmmExitName()
 VmmFds()
 VmmRegs()
 VmmKvmRun()
 VmmMemmap()
+VmmBus()

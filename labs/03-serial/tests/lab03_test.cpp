@@ -171,7 +171,8 @@ TEST_F(Exercise1, TheGuestPrintsOnCom2AndTakesIrq3) {
   start();
   ASSERT_TRUE(com1_.wait([](Console& c) { return c.exit_status.has_value(); }, 20s))
       << "the guest never finished. If it printed its line but took no interrupt, IRQ 3 never reached the PIC. "
-      << "COM2 got \"" << com2.text() << "\"; COM2's state: " << vmm::devices::to_string((*uart)->state()) << "; " << vcpu_outcome();
+      << "COM2 got \"" << com2.text() << "\"; COM2's state: " << vmm::devices::to_string((*uart)->state()) << "; "
+      << vcpu_outcome();
   EXPECT_EQ(com1_.exit_status, 0u);
   EXPECT_EQ(com2.text(), LAB03_COM2_MESSAGE) << "the guest's line arrives on COM2's sink";
   EXPECT_EQ(com1_.text(), "") << "and nothing on COM1's";
@@ -323,8 +324,8 @@ TEST(Exercise3, CountingDeviceForwardsAndCounts) {
 
 TEST(Exercise3, PredictionForTypingThreeCharacters) {
   lab03::ExitCounts expected;
-  expected.reads = {3, 0, 15, 0, 0, 6, 0, 0};   // RBR, IIR, LSR
-  expected.writes = {3, 6, 0, 0, 0, 0, 0, 0};   // THR, IER
+  expected.reads = {3, 0, 15, 0, 0, 6, 0, 0};  // RBR, IIR, LSR
+  expected.writes = {3, 6, 0, 0, 0, 0, 0, 0};  // THR, IER
   EXPECT_EQ(lab03::predict_echo_exits(3), expected) << "your predict_echo_exits(3)";
   EXPECT_EQ(lab03::predict_echo_exits(3).total() - lab03::predict_echo_exits(2).total(), 11u)
       << "exits per character typed and echoed";

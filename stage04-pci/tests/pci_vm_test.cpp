@@ -1,0 +1,125 @@
+// The stage04 machine on a real KVM: the enumerator guest lists bus 0, assigns BARs the VMM then maps on its buses,
+// and takes an MSI-X interrupt from the test device.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <guest/enumerate.hpp>
+#include <mutex>
+#include <optional>
+#include <regex>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "pci_vm.hpp"
+#include "vmm/testing/kvm.hpp"
+
+namespace vmm::stage04 {
+namespace {
+
+using namespace std::chrono_literals;
+
+// Collects the UART's output and the guest's exit, from the vCPU thread.
+struct Console {
+  std::mutex mutex;
+  std::condition_variable changed;
+  std::string output;
+  std::optional<std::uint32_t> exit_status;
+
+  void append(std::span<const std::uint8_t> bytes) {
+    std::lock_guard lock(mutex);
+    output.append(bytes.begin(), bytes.end());
+    changed.notify_all();
+  }
+  void exited(std::uint32_t status) {
+    std::lock_guard lock(mutex);
+    exit_status = status;
+    changed.notify_all();
+  }
+  bool wait_for_exit(std::chrono::seconds timeout = 60s) {
+    std::unique_lock lock(mutex);
+    return changed.wait_for(lock, timeout, [&] { return exit_status.has_value(); });
+  }
+};
+
+// The BARs in the guest's listing: "  BARn io|mem32|mem64 ... size 0x.. at 0x.." under "00:DD.0 ..." lines.
+std::vector<pci::BarMapping> guest_bars(const std::string& listing) {
+  static const std::regex device_line(R"(^00:([0-9a-f]{2})\.0 )");
+  static const std::regex bar_line(R"(^  BAR([0-5]) (io|mem32|mem64)[a-z ]* size 0x([0-9a-f]+) at 0x([0-9a-f]+)$)");
+  std::vector<pci::BarMapping> bars;
+  std::uint8_t device = 0xff;
+  std::istringstream in(listing);
+  std::string line;
+  std::smatch match;
+  while (std::getline(in, line)) {
+    if (std::regex_search(line, match, device_line)) {
+      device = static_cast<std::uint8_t>(std::stoul(match[1], nullptr, 16));
+    } else if (std::regex_match(line, match, bar_line)) {
+      bars.push_back({.device_number = device,
+                      .bar_index = static_cast<std::uint8_t>(std::stoul(match[1])),
+                      .space = match[2] == "io" ? pci::BarSpace::Io : pci::BarSpace::Memory,
+                      .base = std::stoull(match[4], nullptr, 16),
+                      .size = std::stoull(match[3], nullptr, 16)});
+    }
+  }
+  return bars;
+}
+
+class EnumerateGuest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    VMMLAB_REQUIRE_KVM();
+    auto vm = PciVm::create(
+        guest::enumerate(), [this](std::span<const std::uint8_t> b) { console_.append(b); },
+        [this](std::uint32_t status) { console_.exited(status); });
+    ASSERT_TRUE(vm) << vm.error().message();
+    vm_ = std::move(*vm);
+    ASSERT_TRUE(vm_->start([](const Result<machine::VcpuOutcome>&) {}));
+    ASSERT_TRUE(console_.wait_for_exit()) << "no exit; output so far: " << console_.output;
+    vm_->stop();
+  }
+  void TearDown() override {
+    if (vm_) {
+      vm_->stop();
+    }
+  }
+
+  Console console_;
+  std::unique_ptr<PciVm> vm_;
+};
+
+TEST_F(EnumerateGuest, PassesAndListsBothDevices) {
+  EXPECT_EQ(console_.exit_status, 0u) << console_.output;
+  EXPECT_NE(console_.output.find("00:00.0 1b36:0008 class 060000\n"), std::string::npos) << console_.output;
+  EXPECT_NE(console_.output.find("00:03.0 1af4:10f1 class ff0000\n"), std::string::npos) << console_.output;
+  EXPECT_NE(console_.output.find("capabilities: 11 (MSI-X)\n"), std::string::npos) << console_.output;
+  EXPECT_NE(console_.output.find("MSI-X vector 0x50 received\n"), std::string::npos) << console_.output;
+}
+
+TEST_F(EnumerateGuest, TheBarsTheGuestAssignedAreTheOnesOnTheBuses) {
+  const auto bars = guest_bars(console_.output);
+  ASSERT_EQ(bars.size(), 3u) << console_.output;
+  EXPECT_EQ(bars, vm_->root().mappings()) << console_.output;
+  EXPECT_TRUE(vm_->root().mapping_errors().empty());
+  // The allocator's rules: memory from 0xC000_0000 and I/O from 0xC000, naturally aligned, in BAR order.
+  EXPECT_EQ(bars[0], (pci::BarMapping{kTestDeviceSlot, 0, pci::BarSpace::Memory, 0xc000'0000, 0x1000}));
+  EXPECT_EQ(bars[1], (pci::BarMapping{kTestDeviceSlot, 1, pci::BarSpace::Io, 0xc000, 0x10}));
+  EXPECT_EQ(bars[2], (pci::BarMapping{kTestDeviceSlot, 2, pci::BarSpace::Memory, 0xc000'1000, 0x1000}));
+}
+
+TEST_F(EnumerateGuest, TheMsiXInterruptWasDeliveredOnce) {
+  EXPECT_EQ(vm_->test_device().fired(), 1u);
+  const auto reports = vm_->serial().report().values();
+  ASSERT_EQ(reports.size(), 2u) << "devices found, interrupts taken";
+  EXPECT_EQ(reports[0], 2u) << "the host bridge and the test device";
+  EXPECT_EQ(reports[1], 1u) << "one MSI-X interrupt on vector 0x50";
+  auto& msix = vm_->test_device().msix();
+  EXPECT_TRUE(msix.enabled());
+  EXPECT_FALSE(msix.function_masked());
+  EXPECT_EQ(msix.entry(0), (pci::MsixEntry{.address = 0xfee0'0000, .data = 0x50, .control = 0}));
+  EXPECT_FALSE(msix.last_error().has_value());
+}
+
+}  // namespace
+}  // namespace vmm::stage04

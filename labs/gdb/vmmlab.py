@@ -12,6 +12,10 @@ Loaded by labs/gdb/vmm-gdb (gdb -iex "source vmmlab.py"). Each stage adds what i
   stage03  printers: vmm::devices::Bus / IoBus / MmioBus (entries: range -> name and device type, unclaimed counts),
            BusEntry, Uart16550 (registers decoded: IER bits, LCR with DLAB and the divisor, MCR, LSR, RX FIFO fill)
            commands: vmm bus [EXPR] (the devices of a bus, or of both buses of a vmm::machine::Buses)
+  stage04  printers: vmm::pci::ConfigSpace (IDs, class, command bits, BAR count, capabilities), vmm::pci::BarMapping
+           commands: vmm pci [EXPR] (a device's configuration space decoded: IDs, command and status bits, class,
+           header type, each BAR as declared and as programmed, the capability list, MSI-X table and PBA; for a
+           PciRoot or PciVm, every device on bus 0 with where its BARs are mapped)
 """
 
 import errno
@@ -531,6 +535,102 @@ class Uart16550Printer:
                     "high" if _atomic_int(v["irq_asserted_"]) else "low", int(v["tx_bytes_"])))
 
 
+# ---------------------------------------------------------------------------------------------------------------------
+# stage04: PCI
+
+PCI_COMMAND_BITS = ((0x001, "IO"), (0x002, "MEMORY"), (0x004, "MASTER"), (0x040, "PARITY"), (0x100, "SERR"),
+                    (0x400, "INTX_DISABLE"))
+PCI_STATUS_BITS = ((0x0008, "INTERRUPT"), (0x0010, "CAP_LIST"), (0x0020, "66MHZ"), (0x0100, "PARITY"),
+                   (0x0800, "SIG_TARGET_ABORT"), (0x1000, "REC_TARGET_ABORT"), (0x2000, "REC_MASTER_ABORT"),
+                   (0x4000, "SIG_SYSTEM_ERROR"), (0x8000, "DETECTED_PARITY"))
+PCI_CAP_NAMES = {0x01: "PM", 0x05: "MSI", 0x09: "VNDR", 0x0d: "SSVID", 0x10: "EXP", 0x11: "MSI-X"}
+
+
+def _le(data, offset, width):
+    return int.from_bytes(bytes(data[offset:offset + width]), "little") if offset + width <= len(data) else 0
+
+
+def _config_bytes(config):
+    """The bytes of a vmm::pci::ConfigSpace (its bytes_ vector), read in one go; None if it is not constructed."""
+    impl = config["bytes_"]["_M_impl"]
+    begin, end = int(impl["_M_start"]), int(impl["_M_finish"])
+    if begin == 0 or end - begin not in (256, 4096):
+        return None
+    return _bytes_at(begin, end - begin)
+
+
+def _walk_caps(data):
+    """(offset, id) of each capability, as ConfigSpace's walk_capabilities does."""
+    caps = []
+    if not _le(data, 0x06, 2) & 0x10:
+        return caps
+    pointer = data[0x34] & 0xfc
+    while pointer >= 0x40 and pointer + 1 < len(data) and len(caps) < 48:
+        caps.append((pointer, data[pointer]))
+        pointer = data[pointer + 1] & 0xfc
+    return caps
+
+
+def _cap_name(cap_id):
+    return PCI_CAP_NAMES.get(cap_id, "%#04x" % cap_id)
+
+
+def _bar_kind(bar):
+    kind = _enumerator(bar["kind"])
+    return {"Io": "io", "Memory32": "mem32", "Memory64": "mem64"}.get(kind, kind)
+
+
+def _bar_address(data, bar):
+    """(address as programmed, being sized?) of a declared BAR, from the config bytes."""
+    reg = 0x10 + 4 * int(bar["index"])
+    low = _le(data, reg, 4)
+    if _bar_kind(bar) == "io":
+        return low & ~0x3, (low | 0x3) == 0xffffffff
+    address = low & ~0xf
+    sizing = (low | 0xf) == 0xffffffff
+    if _bar_kind(bar) == "mem64":
+        high = _le(data, reg + 4, 4)
+        address |= high << 32
+        sizing = sizing or high == 0xffffffff
+    return address, sizing
+
+
+class ConfigSpacePrinter:
+    """vmm::pci::ConfigSpace: `ConfigSpace {1af4:10f1 class ff0000, command 0x0007 (IO|MEMORY|MASTER), 3 BARs,
+    capabilities: MSI-X@0x40}`."""
+
+    def __init__(self, val):
+        self.val = val
+
+    def to_string(self):
+        try:
+            data = _config_bytes(self.val)
+            bars = _vector_elements(self.val["bars_"])
+        except (gdb.error, gdb.MemoryError):
+            data = None
+        if data is None or bars is None:
+            return "ConfigSpace {not initialised yet}"
+        command = _le(data, 0x04, 2)
+        caps = ", ".join("%s@%#04x" % (_cap_name(i), o) for o, i in _walk_caps(data)) or "none"
+        return "ConfigSpace {%04x:%04x class %06x, command %#06x (%s), %d BAR%s, capabilities: %s}" % (
+            _le(data, 0, 2), _le(data, 2, 2), _le(data, 0x08, 4) >> 8, command, _bit_names(command, PCI_COMMAND_BITS),
+            len(bars), "" if len(bars) == 1 else "s", caps)
+
+
+class BarMappingPrinter:
+    """vmm::pci::BarMapping: `00:03.0 BAR0 mem [0xc0000000, 0xc0001000)`."""
+
+    def __init__(self, val):
+        self.val = val
+
+    def to_string(self):
+        v = self.val
+        base, size = int(v["base"]), int(v["size"])
+        return "00:%02x.0 BAR%d %s [%#x, %#x)" % (int(v["device_number"]), int(v["bar_index"]),
+                                                 _enumerator(v["space"]).lower().replace("memory", "mem"), base,
+                                                 base + size)
+
+
 def build_printers():
     pp = gdb.printing.RegexpCollectionPrettyPrinter("vmmlab")
     pp.add_printer("kvm_run", "^kvm_run$", KvmRunPrinter)
@@ -549,6 +649,8 @@ def build_printers():
     pp.add_printer("Bus", "^vmm::devices::(Bus|IoBus|MmioBus)$", BusPrinter)
     pp.add_printer("BusEntry", "^vmm::devices::BusEntry$", BusEntryPrinter)
     pp.add_printer("Uart16550", "^vmm::devices::Uart16550$", Uart16550Printer)
+    pp.add_printer("ConfigSpace", "^vmm::pci::ConfigSpace$", ConfigSpacePrinter)
+    pp.add_printer("BarMapping", "^vmm::pci::BarMapping$", BarMappingPrinter)
     return pp
 
 
@@ -570,8 +672,8 @@ gdb.events.new_objfile.connect(_on_new_objfile)
 # Commands
 
 class VmmPrefix(gdb.Command):
-    """vmmlab commands: vmm exit-name, vmm fds, vmm regs, vmm kvm-run, vmm memmap, vmm bus (and more in later
-    stages)."""
+    """vmmlab commands: vmm exit-name, vmm fds, vmm regs, vmm kvm-run, vmm memmap, vmm bus, vmm pci (and more in
+    later stages)."""
 
     def __init__(self):
         super().__init__("vmm", gdb.COMMAND_USER, prefix=True)
@@ -892,6 +994,197 @@ class VmmBus(gdb.Command):
             _print_bus(val, where.format(""))
 
 
+_PCI_NAMES = ("root", "root_", "device", "device_", "vm", "vm_", "machine", "this")
+
+
+def _deref_all(val):
+    """Follows references, raw pointers, std::shared_ptr, std::unique_ptr and vmm::Result; None for a null pointer
+    or an error."""
+    for _ in range(6):
+        t = val.type.strip_typedefs()
+        name = t.unqualified().name or ""
+        if t.code in (gdb.TYPE_CODE_REF, gdb.TYPE_CODE_RVALUE_REF):
+            val = val.referenced_value()
+        elif t.code == gdb.TYPE_CODE_PTR:
+            if int(val) == 0:
+                return None
+            val = val.dereference()
+        elif name.startswith("std::shared_ptr<"):
+            val = val["_M_ptr"]
+        elif name.startswith("std::expected<"):
+            if int(val["_M_has_value"]) != 1:  # an error, or not constructed yet
+                return None
+            val = val["_M_val"]
+        elif name.startswith("std::unique_ptr<"):
+            # With the default deleter a unique_ptr is just the pointer: read it as one.
+            target = t.template_argument(0)
+            val = val.address.cast(target.pointer().pointer()).dereference()
+        else:
+            break
+    return val
+
+
+def _pci_kind(val):
+    """("root", PciRoot), ("device", PciDevice of its dynamic type) or ("config", ConfigSpace) for a value of those
+    types, a PciVm (its root), or a pointer / smart pointer / reference to one; None otherwise."""
+    val = _deref_all(val)
+    if val is None:
+        return None
+    t = val.type.strip_typedefs().unqualified()
+    name = t.name or ""
+    if name == "vmm::pci::PciRoot":
+        return "root", val
+    if name == "vmm::pci::ConfigSpace":
+        return "config", val
+    if name == "vmm::stage04::PciVm":
+        return _pci_kind(val["root_"])
+    if t.code != gdb.TYPE_CODE_STRUCT:
+        return None
+    try:
+        dynamic = val.dynamic_type.strip_typedefs()
+        if dynamic != t:
+            val = val.cast(dynamic)
+            t = dynamic
+    except gdb.error:
+        pass
+    is_device = any(f.is_base_class and f.type.strip_typedefs().name == "vmm::pci::PciDevice" for f in t.fields())
+    if name == "vmm::pci::PciDevice" or is_device:
+        return "device", val
+    return None
+
+
+def _pci_search():
+    frame = gdb.selected_frame()
+    while frame is not None:
+        for name in _PCI_NAMES:
+            try:
+                val = frame.read_var(name)
+            except (ValueError, gdb.error):
+                continue
+            try:
+                found = _pci_kind(val)
+            except (gdb.error, gdb.MemoryError, RuntimeError):
+                found = None
+            if found:
+                return found, "`%s` in frame #%d (%s)" % (name, frame.level(), frame.name() or "??")
+        frame = frame.older()
+    return None, None
+
+
+def _optional_value(opt):
+    """The value in a libstdc++ std::optional, or None."""
+    payload = opt["_M_payload"]
+    if not bool(payload["_M_engaged"]):
+        return None
+    return payload["_M_payload"]["_M_value"]
+
+
+def _print_config(config, title, slot_state=None):
+    data = _config_bytes(config)
+    bars = _vector_elements(config["bars_"])
+    if data is None or bars is None:
+        raise gdb.GdbError("vmm pci: %s: the configuration space is not initialised yet" % title)
+    print(title)
+    command, status = _le(data, 0x04, 2), _le(data, 0x06, 2)
+    header = data[0x0e]
+    print("  vendor %04x device %04x, class %02x/%02x/%02x rev %02x, header type %#04x (%s%s)" % (
+        _le(data, 0, 2), _le(data, 2, 2), data[0x0b], data[0x0a], data[0x09], data[0x08], header,
+        "bridge" if header & 0x7f == 1 else "normal", ", multi-function" if header & 0x80 else ""))
+    print("  command %#06x (%s), status %#06x (%s)" % (command, _bit_names(command, PCI_COMMAND_BITS), status,
+                                                        _bit_names(status, PCI_STATUS_BITS)))
+    if not bars:
+        print("  no BARs")
+    for bar in bars:
+        index = int(bar["index"])
+        kind = _bar_kind(bar)
+        address, sizing = _bar_address(data, bar)
+        line = "  BAR%d %s%s size %#x at %#x" % (index, kind, " prefetchable" if bool(bar["prefetchable"]) else "",
+                                                int(bar["size"]), address)
+        decoding = command & (0x1 if kind == "io" else 0x2)
+        if sizing:
+            line += ", being sized"
+        elif address == 0:
+            line += ", unassigned"
+        if not decoding:
+            line += ", decoding off"
+        if slot_state is not None:
+            try:
+                placed = _optional_value(slot_state["bars"]["_M_elems"][index]["placed"])
+            except (gdb.error, RuntimeError):
+                placed = None
+            if placed is not None:
+                base, size = int(placed["base"]), int(placed["size"])
+                line += " -> mapped on the %s bus [%#x, %#x)" % ("io" if _enumerator(placed["space"]) == "Io"
+                                                                 else "mmio", base, base + size)
+            else:
+                line += " -> not mapped"
+        print(line)
+    caps = _walk_caps(data)
+    print("  capabilities: %s" % (", ".join("%s@%#04x" % (_cap_name(i), o) for o, i in caps) or "none"))
+    for offset, cap_id in caps:
+        if cap_id != 0x11:
+            continue
+        control = _le(data, offset + 2, 2)
+        table, pba = _le(data, offset + 4, 4), _le(data, offset + 8, 4)
+        flags = [name for bit, name in ((0x8000, "enabled"), (0x4000, "function masked")) if control & bit]
+        print("  MSI-X: %d vectors, %s; table in BAR%d at %#x, PBA in BAR%d at %#x" % (
+            (control & 0x7ff) + 1, ", ".join(flags) if flags else "disabled", table & 7, table & ~7, pba & 7,
+            pba & ~7))
+
+
+def _device_title(device, slot=None):
+    try:
+        kind = str(device.dynamic_type.strip_typedefs())
+    except gdb.error:
+        kind = str(device.type)
+    where = "00:%02x.0 " % slot if slot is not None else ""
+    return "%s%s" % (where, kind)
+
+
+class VmmPci(gdb.Command):
+    """vmm pci [EXPR]: PCI configuration space decoded, like `lspci -vv` from inside the VMM.
+
+    EXPR is a vmm::pci::PciDevice (PciTestDevice, HostBridge, ...), a vmm::pci::PciRoot (every device on bus 0,
+    with where the root placed each BAR), a vmm::stage04::PciVm (its root), a vmm::pci::ConfigSpace, or a pointer,
+    smart pointer or reference to one. Without EXPR, the nearest one in the selected frame and its callers (a local,
+    argument or `this` called root, root_, device, device_, vm, vm_, machine or this). Reads memory only: no C++ is
+    called, so it works at any breakpoint (the root's mutex may be held)."""
+
+    def __init__(self):
+        super().__init__("vmm pci", gdb.COMMAND_USER, gdb.COMPLETE_EXPRESSION)
+
+    def invoke(self, arg, from_tty):
+        arg = arg.strip()
+        if arg:
+            found = _pci_kind(gdb.parse_and_eval(arg))
+            where = "`%s`" % arg
+            if found is None:
+                raise gdb.GdbError("vmm pci: %s is not a PciRoot, PciDevice, PciVm or ConfigSpace" % arg)
+        else:
+            found, where = _pci_search()
+            if found is None:
+                raise gdb.GdbError("vmm pci: no vmm::pci::PciRoot, PciDevice or PciVm in this frame or its callers: "
+                                   "give one, e.g. `vmm pci vm->root_`")
+        kind, val = found
+        if kind == "config":
+            _print_config(val, "ConfigSpace %s" % where)
+        elif kind == "device":
+            _print_config(val["config_"], "%s %s" % (_device_title(val), where))
+        else:
+            slots = val["slots_"]["_M_elems"]
+            print("PciRoot %s: bus 0" % where)
+            for number in range(32):
+                slot = slots[number]
+                device = _deref_all(slot["device"])
+                if device is None:
+                    continue
+                try:
+                    device = device.cast(device.dynamic_type.strip_typedefs())
+                except gdb.error:
+                    pass
+                _print_config(device["config_"], _device_title(device, number), slot)
+
+
 VmmPrefix()
 VmmExitName()
 VmmFds()
@@ -899,3 +1192,4 @@ VmmRegs()
 VmmKvmRun()
 VmmMemmap()
 VmmBus()
+VmmPci()

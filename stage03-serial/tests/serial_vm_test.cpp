@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "serial_vm.hpp"
+#include "vmm/testing/guest_console.hpp"
 #include "vmm/testing/kvm.hpp"
 
 namespace vmm::stage03 {
@@ -17,29 +18,7 @@ namespace {
 
 using namespace std::chrono_literals;
 
-// Collects the UART's output and the guest's exit, from the vCPU thread.
-struct Console {
-  std::mutex mutex;
-  std::condition_variable changed;
-  std::string output;
-  std::optional<std::uint32_t> exit_status;
-
-  void append(std::span<const std::uint8_t> bytes) {
-    std::lock_guard lock(mutex);
-    output.append(bytes.begin(), bytes.end());
-    changed.notify_all();
-  }
-  void exited(std::uint32_t status) {
-    std::lock_guard lock(mutex);
-    exit_status = status;
-    changed.notify_all();
-  }
-  template <typename Pred>
-  bool wait(Pred pred, std::chrono::seconds timeout = 20s) {
-    std::unique_lock lock(mutex);
-    return changed.wait_for(lock, timeout, [&] { return pred(*this); });
-  }
-};
+using Console = vmm::testing::GuestConsole;
 
 // Types `text` into the UART as a terminal would, never overrunning its FIFO.
 void type(SerialVm& vm, std::string_view text) {

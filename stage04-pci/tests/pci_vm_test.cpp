@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "pci_vm.hpp"
+#include "vmm/testing/guest_console.hpp"
 #include "vmm/testing/kvm.hpp"
 
 namespace vmm::stage04 {
@@ -20,28 +21,7 @@ namespace {
 
 using namespace std::chrono_literals;
 
-// Collects the UART's output and the guest's exit, from the vCPU thread.
-struct Console {
-  std::mutex mutex;
-  std::condition_variable changed;
-  std::string output;
-  std::optional<std::uint32_t> exit_status;
-
-  void append(std::span<const std::uint8_t> bytes) {
-    std::lock_guard lock(mutex);
-    output.append(bytes.begin(), bytes.end());
-    changed.notify_all();
-  }
-  void exited(std::uint32_t status) {
-    std::lock_guard lock(mutex);
-    exit_status = status;
-    changed.notify_all();
-  }
-  bool wait_for_exit(std::chrono::seconds timeout = 60s) {
-    std::unique_lock lock(mutex);
-    return changed.wait_for(lock, timeout, [&] { return exit_status.has_value(); });
-  }
-};
+using Console = vmm::testing::GuestConsole;
 
 // The BARs in the guest's listing: "  BARn io|mem32|mem64 ... size 0x.. at 0x.." under "00:DD.0 ..." lines.
 std::vector<pci::BarMapping> guest_bars(const std::string& listing) {

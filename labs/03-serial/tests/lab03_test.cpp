@@ -19,6 +19,7 @@
 
 #include "lab03.hpp"
 #include "serial_vm.hpp"
+#include "vmm/testing/guest_console.hpp"
 #include "vmm/testing/kvm.hpp"
 
 namespace lab03 {
@@ -48,35 +49,7 @@ using namespace std::chrono_literals;
 using vmm::stage03::SerialVm;
 namespace uart = vmm::devices::uart;
 
-// Collects what a UART transmits and the guest's exit, from the vCPU thread (as stage03's own tests do).
-struct Console {
-  std::mutex mutex;
-  std::condition_variable changed;
-  std::string output;
-  std::optional<std::uint32_t> exit_status;
-
-  vmm::devices::Uart16550::OutputSink sink() {
-    return [this](std::span<const std::uint8_t> bytes) {
-      std::lock_guard lock(mutex);
-      output.append(bytes.begin(), bytes.end());
-      changed.notify_all();
-    };
-  }
-  void exited(std::uint32_t status) {
-    std::lock_guard lock(mutex);
-    exit_status = status;
-    changed.notify_all();
-  }
-  std::string text() {
-    std::lock_guard lock(mutex);
-    return output;
-  }
-  template <typename Pred>
-  bool wait(Pred pred, std::chrono::milliseconds timeout = 20s) {
-    std::unique_lock lock(mutex);
-    return changed.wait_for(lock, timeout, [&] { return pred(*this); });
-  }
-};
+using Console = vmm::testing::GuestConsole;
 
 // Polls `pred` until it holds or `timeout` passes (for state no condition variable announces).
 template <typename Pred>

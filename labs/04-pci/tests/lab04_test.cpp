@@ -23,6 +23,7 @@
 #include "pci_vm.hpp"
 #include "vmm/devices/bus.hpp"
 #include "vmm/pci/pci_root.hpp"
+#include "vmm/testing/guest_console.hpp"
 #include "vmm/testing/kvm.hpp"
 
 namespace vmm::pci {
@@ -42,27 +43,7 @@ using vmm::pci::PciTestDevice;
 
 // ---- Exercise 1: a second test device, enumerated by stage04's guest ---------------------------------------------
 
-struct Console {
-  std::mutex mutex;
-  std::condition_variable changed;
-  std::string output;
-  std::optional<std::uint32_t> exit_status;
-
-  void append(std::span<const std::uint8_t> bytes) {
-    std::lock_guard lock(mutex);
-    output.append(bytes.begin(), bytes.end());
-    changed.notify_all();
-  }
-  void exited(std::uint32_t status) {
-    std::lock_guard lock(mutex);
-    exit_status = status;
-    changed.notify_all();
-  }
-  bool wait_for_exit(std::chrono::seconds timeout = 90s) {
-    std::unique_lock lock(mutex);
-    return changed.wait_for(lock, timeout, [&] { return exit_status.has_value(); });
-  }
-};
+using Console = vmm::testing::GuestConsole;
 
 // The BARs of the guest's listing ("  BARn io|mem32|mem64 ... size 0x.. at 0x.." under "00:DD.0 ..." lines).
 std::vector<BarMapping> guest_bars(const std::string& listing) {

@@ -22,21 +22,13 @@
 #include "vmm/event/escape.hpp"
 #include "vmm/event/event_loop.hpp"
 #include "vmm/event/terminal.hpp"
+#include "vmm/event/write_all.hpp"
 
 namespace {
 
-// Writes all of `bytes` to stdout. The UART calls it on the vCPU thread; a short or interrupted write is retried.
+// The UART's output goes to stdout (called on the vCPU thread). If stdout is gone there is nobody to tell.
 void write_stdout(std::span<const std::uint8_t> bytes) {
-  while (!bytes.empty()) {
-    const ssize_t n = ::write(STDOUT_FILENO, bytes.data(), bytes.size());
-    if (n < 0 && errno == EINTR) {
-      continue;
-    }
-    if (n <= 0) {
-      return;  // stdout is gone: nothing useful to do from a device
-    }
-    bytes = bytes.subspan(static_cast<std::size_t>(n));
-  }
+  (void)vmm::event::write_all(STDOUT_FILENO, bytes);
 }
 
 }  // namespace

@@ -343,3 +343,32 @@ TEST(EventLoop, RemovingAClosedFdReportsTheBugButForgetsTheWatch) {
 
 }  // namespace
 }  // namespace vmm::event
+
+#include "vmm/event/write_all.hpp"
+
+namespace vmm::event {
+namespace {
+
+TEST(WriteAll, EveryByteArrivesAndErrorsNameTheCall) {
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  Fd read_end(fds[0]);
+  Fd write_end(fds[1]);
+  const std::string text(10000, 'x');
+  ASSERT_TRUE(write_all(write_end.get(), std::span(reinterpret_cast<const std::uint8_t*>(text.data()), text.size())));
+  std::string got(text.size(), '\0');
+  std::size_t have = 0;
+  while (have < got.size()) {
+    const ssize_t n = ::read(read_end.get(), got.data() + have, got.size() - have);
+    ASSERT_GT(n, 0);
+    have += static_cast<std::size_t>(n);
+  }
+  EXPECT_EQ(got, text);
+  const std::uint8_t byte = 1;
+  auto bad = write_all(-1, std::span(&byte, 1));
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(bad.error().message(), "write: EBADF (fd -1, 1 bytes left)");
+}
+
+}  // namespace
+}  // namespace vmm::event

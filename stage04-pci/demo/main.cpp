@@ -20,21 +20,13 @@
 #include <optional>
 
 #include "pci_vm.hpp"
+#include "vmm/event/write_all.hpp"
 
 namespace {
 
-// Writes all of `bytes` to stdout (called by the UART on the vCPU thread).
+// The UART's output goes to stdout (called on the vCPU thread). If stdout is gone there is nobody to tell.
 void write_stdout(std::span<const std::uint8_t> bytes) {
-  while (!bytes.empty()) {
-    const ssize_t n = ::write(STDOUT_FILENO, bytes.data(), bytes.size());
-    if (n < 0 && errno == EINTR) {
-      continue;
-    }
-    if (n <= 0) {
-      return;
-    }
-    bytes = bytes.subspan(static_cast<std::size_t>(n));
-  }
+  (void)vmm::event::write_all(STDOUT_FILENO, bytes);
 }
 
 // What the vCPU thread tells the main thread.

@@ -20,6 +20,10 @@ if(VMMLAB_SANITIZE_ADDRESS)
   add_link_options(-fsanitize=address,undefined)
 endif()
 if(VMMLAB_SANITIZE_THREAD)
-  add_compile_options("$<$<COMPILE_LANGUAGE:CXX,C>:-fsanitize=thread;-fno-omit-frame-pointer>")
+  # -Wno-tsan: GCC warns that ThreadSanitizer does not model std::atomic_thread_fence. vmmlab's fences (stage05's
+  # SplitQueue) order accesses to guest memory against the *guest*, which is not a host thread TSan could watch, so
+  # there is nothing for it to check there; without this flag -Werror would make the tsan preset unbuildable.
+  add_compile_options("$<$<COMPILE_LANGUAGE:CXX,C>:-fsanitize=thread;-fno-omit-frame-pointer>"
+                      "$<$<COMPILE_LANGUAGE:CXX>:-Wno-tsan>")
   add_link_options(-fsanitize=thread)
 endif()

@@ -14,7 +14,7 @@ handle SIGUSR1 nostop noprint pass
 # move the BARs. Stop on that call, for the test device's command register, once the guest turns decoding on (its
 # first command write, 0, turns decoding off: skip it). A breakpoint on the function itself would stop before gdb
 # can read its arguments (see README.md), hence the line.
-break pci_root.cpp:122 if device == 3 && reg == 4
+break pci_root.cpp:123 if device == 3 && reg == 4
 ignore 1 1
 run
 # CHECK: Thread 2 "vcpu0" hit Breakpoint 1, vmm::pci::PciRoot::config_write (this={{0x[0-9a-f]+}}, bus=0 '\000', device=3 '\003', function=0 '\000', reg=4,

@@ -129,6 +129,10 @@ void for_each_chunk(const GuestMemory& memory, GuestAddress address, std::size_t
 
 }  // namespace
 
+Result<void> GuestMemory::check_range(GuestAddress address, std::uint64_t length) const {
+  return check_backed(address, length, "GuestMemory::check_range");
+}
+
 Result<void> GuestMemory::check_backed(GuestAddress address, std::size_t length, std::string_view operation) const {
   if (length == 0) {
     return {};

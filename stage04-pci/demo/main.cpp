@@ -12,13 +12,9 @@
 #include <unistd.h>
 #include <CLI/CLI.hpp>
 
-#include <cerrno>
-#include <chrono>
-#include <condition_variable>
 #include <guest/enumerate.hpp>
-#include <mutex>
-#include <optional>
 
+#include "guest_outcome.hpp"
 #include "pci_vm.hpp"
 #include "vmm/event/write_all.hpp"
 
@@ -28,14 +24,6 @@ namespace {
 void write_stdout(std::span<const std::uint8_t> bytes) {
   (void)vmm::event::write_all(STDOUT_FILENO, bytes);
 }
-
-// What the vCPU thread tells the main thread.
-struct Outcome {
-  std::mutex mutex;
-  std::condition_variable changed;
-  std::optional<std::uint32_t> exit_status;
-  std::optional<vmm::Result<vmm::machine::VcpuOutcome>> vcpu;
-};
 
 std::uint32_t config_read32(const vmm::pci::PciRoot& root, std::uint8_t device, std::uint16_t reg) {
   std::array<std::uint8_t, 4> bytes{};
@@ -88,58 +76,25 @@ int main(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber);
   CLI11_PARSE(app, argc, argv);
 
-  Outcome outcome;
+  stage03::GuestOutcome outcome;
   auto vm = stage04::PciVm::create(
-      guest::enumerate(), write_stdout,
-      [&outcome](std::uint32_t status) {
-        std::lock_guard lock(outcome.mutex);
-        outcome.exit_status = status;
-        outcome.changed.notify_all();
-      },
-      config);
+      guest::enumerate(), write_stdout, [&outcome](std::uint32_t status) { outcome.exited(status); }, config);
   if (!vm) {
     fmt::print(stderr, "stage04-pci: {}\n", vm.error());
     return 1;
   }
-  auto started = vm.value()->start([&outcome](const Result<machine::VcpuOutcome>& result) {
-    std::lock_guard lock(outcome.mutex);
-    outcome.vcpu = result;
-    outcome.changed.notify_all();
-  });
+  auto started =
+      vm.value()->start([&outcome](const Result<machine::VcpuOutcome>& result) { outcome.vcpu_stopped(result); });
   if (!started) {
     fmt::print(stderr, "stage04-pci: {}\n", started.error());
     return 1;
   }
 
-  bool finished = false;
-  {
-    std::unique_lock lock(outcome.mutex);
-    auto done = [&] { return outcome.exit_status.has_value() || outcome.vcpu.has_value(); };
-    if (timeout_seconds > 0) {
-      finished = outcome.changed.wait_for(lock, std::chrono::duration<double>(timeout_seconds), done);
-    } else {
-      outcome.changed.wait(lock, done);
-      finished = true;
-    }
-  }
+  const bool finished = outcome.wait(timeout_seconds);
   vm.value()->stop();
   std::fflush(stdout);
-
-  std::lock_guard lock(outcome.mutex);
-  if (!finished) {
-    fmt::print(stderr, "stage04-pci: stopped: timed out after {} s\n", timeout_seconds);
-    return 124;
+  if (finished && outcome.exit_status()) {
+    print_vmm_view(*vm.value());
   }
-  if (!outcome.exit_status) {
-    if (outcome.vcpu && !*outcome.vcpu) {
-      fmt::print(stderr, "stage04-pci: {}\n", outcome.vcpu->error());
-    } else if (outcome.vcpu) {
-      fmt::print(stderr, "stage04-pci: vCPU stopped: {}\n{}", machine::to_string((*outcome.vcpu)->reason),
-                 (*outcome.vcpu)->detail);
-    }
-    return 1;
-  }
-  print_vmm_view(*vm.value());
-  fmt::print(stderr, "stage04-pci: stopped: the guest exited with status {}\n", *outcome.exit_status);
-  return *outcome.exit_status == 0 ? 0 : 1;
+  return outcome.finish("stage04-pci", finished, timeout_seconds);
 }

@@ -107,6 +107,7 @@ void PciRoot::config_read(std::uint8_t bus, std::uint8_t device, std::uint8_t fu
     return;
   }
   slot->device->config().read(reg, data);
+  slot->device->config_read(reg, data);
 }
 
 void PciRoot::config_write(std::uint8_t bus, std::uint8_t device, std::uint8_t function, std::uint16_t reg,

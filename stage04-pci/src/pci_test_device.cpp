@@ -4,23 +4,11 @@
 
 #include <algorithm>
 
+#include "vmm/devices/le_bytes.hpp"
+
 namespace vmm::pci {
 
 namespace {
-
-constexpr std::uint32_t load32(std::span<const std::uint8_t> data) {
-  std::uint32_t value = 0;
-  for (std::size_t i = 0; i < data.size() && i < 4; ++i) {
-    value |= std::uint32_t{data[i]} << (8 * i);
-  }
-  return value;
-}
-
-void store32(std::span<std::uint8_t> data, std::uint32_t value) {
-  for (std::size_t i = 0; i < data.size(); ++i) {
-    data[i] = i < 4 ? static_cast<std::uint8_t>(value >> (8 * i)) : std::uint8_t{0xff};
-  }
-}
 
 bool dword_access(std::uint64_t offset, std::size_t size) {
   return size == 4 && offset % 4 == 0;
@@ -73,7 +61,7 @@ void PciTestDevice::bar_read(std::size_t bar_index, std::uint64_t offset, std::s
     case kIoBar: {
       if (offset < 4 && data.size() <= 4 - offset) {
         std::lock_guard lock(mutex_);
-        store32(data, scratch_ >> (8 * offset));
+        devices::store_le(data, scratch_ >> (8 * offset));
       } else {
         std::ranges::fill(data, std::uint8_t{0xff});
       }
@@ -123,16 +111,16 @@ void PciTestDevice::registers_read(std::uint64_t offset, std::span<std::uint8_t>
   }
   switch (offset) {
     case kRegId:
-      store32(data, kIdValue);
+      devices::store_le(data, kIdValue);
       return;
     case kRegScratch:
-      store32(data, scratch());
+      devices::store_le(data, scratch());
       return;
     case kRegDoorbell:
-      store32(data, 0);
+      devices::store_le(data, 0);
       return;
     case kRegFired:
-      store32(data, fired());
+      devices::store_le(data, fired());
       return;
     default:
       std::ranges::fill(data, std::uint8_t{0xff});
@@ -143,7 +131,7 @@ void PciTestDevice::registers_write(std::uint64_t offset, std::span<const std::u
   if (!dword_access(offset, data.size())) {
     return;
   }
-  const std::uint32_t value = load32(data);
+  const std::uint32_t value = static_cast<std::uint32_t>(devices::load_le(data));
   switch (offset) {
     case kRegScratch: {
       std::lock_guard lock(mutex_);

@@ -474,5 +474,54 @@ TEST(PciRoot, CapabilityListIsWalkableThroughPortIo) {
   EXPECT_EQ(walk_capabilities(bytes), device->config().capabilities());
 }
 
+// A device whose configuration space has a live window (virtio's PCI configuration access capability): the root
+// hands it every read after serving it from the config space, and the device may replace the bytes.
+class WindowDevice final : public PciDevice {
+ public:
+  WindowDevice() {
+    config_.set_header(0x1af4, 0x10f0, 0xff, 0x00, 0x00, 0x02, PCI_HEADER_TYPE_NORMAL);
+    config_.set32(kWindow, 0x4433'2211);  // what the window held last
+  }
+  ConfigSpace& config() override { return config_; }
+  void bar_read(std::size_t /*bar_index*/, std::uint64_t /*offset*/, std::span<std::uint8_t> data) override {
+    std::ranges::fill(data, std::uint8_t{0});
+  }
+  void bar_write(std::size_t /*bar_index*/, std::uint64_t /*offset*/, std::span<const std::uint8_t> /*data*/) override {
+  }
+  void config_read(std::uint16_t offset, std::span<std::uint8_t> data) override {
+    std::lock_guard lock(mutex_);
+    reads.emplace_back(offset, std::vector<std::uint8_t>(data.begin(), data.end()));
+    for (std::size_t i = 0; i < data.size(); ++i) {
+      if (offset + i >= kWindow && offset + i < kWindow + 4) {
+        data[i] = static_cast<std::uint8_t>(0xc0 + (offset + i - kWindow));  // live bytes, not the stored ones
+      }
+    }
+  }
+  static constexpr std::uint16_t kWindow = 0x50;
+  std::mutex mutex_;
+  std::vector<std::pair<std::uint16_t, std::vector<std::uint8_t>>> reads;
+
+ private:
+  ConfigSpace config_;
+};
+
+TEST(PciRoot, ConfigReadHookSeesAndMayReplaceTheBytesRead) {
+  Machine m;
+  auto device = std::make_shared<WindowDevice>();
+  ASSERT_TRUE(m.root.add_device(device, 3));
+  EXPECT_EQ(m.cfg_read(3, PCI_VENDOR_ID), 0x10f0'1af4u) << "bytes outside the window pass through";
+  EXPECT_EQ(m.cfg_read(3, WindowDevice::kWindow), 0xc3c2'c1c0u);
+  EXPECT_EQ(m.cfg_read(3, WindowDevice::kWindow + 2, 1), 0xc2u);
+  EXPECT_EQ(m.ecam_read(3, 0, WindowDevice::kWindow + 1, 2), 0xc2c1u) << "ECAM reads go through the hook too";
+  EXPECT_EQ(device->reads, (std::vector<std::pair<std::uint16_t, std::vector<std::uint8_t>>>{
+                               {PCI_VENDOR_ID, {0xf4, 0x1a, 0xf0, 0x10}},
+                               {WindowDevice::kWindow, {0x11, 0x22, 0x33, 0x44}},
+                               {WindowDevice::kWindow + 2, {0x33}},
+                               {WindowDevice::kWindow + 1, {0x22, 0x33}}}))
+      << "the hook gets the register and width the guest used, with the bytes the config space gave";
+  EXPECT_EQ(m.cfg_read(5, WindowDevice::kWindow), 0xffff'ffffu);
+  EXPECT_EQ(device->reads.size(), 4u) << "another slot's reads are not this device's";
+}
+
 }  // namespace
 }  // namespace vmm::pci

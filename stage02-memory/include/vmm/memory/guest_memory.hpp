@@ -72,6 +72,11 @@ class GuestMemory {
   /// @brief The region containing `address`, or nullptr when no region does (a hole, or past the end of memory).
   [[nodiscard]] const GuestMemoryRegion* find_region(GuestAddress address) const noexcept;
 
+  /// @brief Succeeds when every byte of [address, address + length) is guest memory (the range may span adjacent
+  ///        regions); otherwise the error names the range. Devices check a guest-supplied buffer with it before using
+  ///        it (stage05's descriptor chains). An empty range always succeeds.
+  [[nodiscard]] Result<void> check_range(GuestAddress address, std::uint64_t length) const;
+
   /// @brief The host bytes behind [address, address + length): fails unless the whole range lies in ONE region, since
   ///        two regions are two unrelated host mappings. An empty range yields an empty span.
   [[nodiscard]] Result<std::span<std::byte>> to_host(GuestAddress address, std::size_t length) const;

@@ -46,6 +46,14 @@ class PciDevice {
     static_cast<void>(offset);
     static_cast<void>(size);
   }
+  /// @brief Called after a guest read of `data.size()` bytes at `offset` was served from `config()`, with the bytes
+  /// read in `data`. Most devices leave them alone; one whose configuration space holds a live window onto its
+  /// registers (virtio's PCI configuration access capability, stage05) replaces them here. Same rules as
+  /// `config_written`: the root's lock is held, do not call back into the root.
+  virtual void config_read(std::uint16_t offset, std::span<std::uint8_t> data) {
+    static_cast<void>(offset);
+    static_cast<void>(data);
+  }
   /// @brief A short name for bus entries and errors ("pci-test", "virtio-blk", ...).
   [[nodiscard]] virtual std::string name() const { return "pci"; }
 

@@ -21,6 +21,7 @@
 #include "fake_msi_sink.hpp"
 #include "vmm/memory/guest_memory.hpp"
 #include "vmm/memory/region.hpp"
+#include "vmm/testing/virtio_pci_driver.hpp"
 #include "vmm/virtio/virtio_pci_device.hpp"
 
 namespace vmm::virtio {
@@ -142,70 +143,29 @@ class VirtioPci : public ::testing::Test {
     auto created = VirtioPciDevice::create(device, memory, sink);
     ASSERT_TRUE(created) << created.error().message();
     pci = *created;
+    driver.emplace(*pci);
   }
 
-  // BAR accesses of 1 to 8 bytes, little-endian.
+  // The driver's register accesses (vmm::testing::VirtioPciDriver), as fixture members so tests read like a driver.
   std::uint64_t read(std::uint64_t offset, std::size_t size, std::size_t bar = VirtioPciDevice::kRegionsBar) {
-    std::array<std::uint8_t, 8> bytes{0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa};
-    pci->bar_read(bar, offset, std::span(bytes).first(size));
-    std::uint64_t value = 0;
-    for (std::size_t i = 0; i < size; ++i) {
-      value |= std::uint64_t{bytes[i]} << (8 * i);
-    }
-    return value;
+    return driver->read(offset, size, bar);
   }
   void write(std::uint64_t offset, std::uint64_t value, std::size_t size,
              std::size_t bar = VirtioPciDevice::kRegionsBar) {
-    std::array<std::uint8_t, 8> bytes{};
-    for (std::size_t i = 0; i < 8; ++i) {
-      bytes[i] = static_cast<std::uint8_t>(value >> (8 * i));
-    }
-    pci->bar_write(bar, offset, std::span(bytes).first(size));
+    driver->write(offset, value, size, bar);
   }
-
-  // Configuration space accesses as the PCI root makes them: the space, then the device's hook.
-  std::uint32_t cfg_read(std::uint16_t offset, std::size_t size) {
-    std::array<std::uint8_t, 4> bytes{};
-    pci->config().read(offset, std::span(bytes).first(size));
-    pci->config_read(offset, std::span(bytes).first(size));
-    return static_cast<std::uint32_t>(bytes[0] | bytes[1] << 8 | bytes[2] << 16) | static_cast<std::uint32_t>(bytes[3])
-                                                                                       << 24;
-  }
+  std::uint32_t cfg_read(std::uint16_t offset, std::size_t size) { return driver->config_read(offset, size); }
   void cfg_write(std::uint16_t offset, std::uint32_t value, std::size_t size) {
-    const std::array<std::uint8_t, 4> bytes{static_cast<std::uint8_t>(value), static_cast<std::uint8_t>(value >> 8),
-                                            static_cast<std::uint8_t>(value >> 16),
-                                            static_cast<std::uint8_t>(value >> 24)};
-    pci->config().write(offset, std::span(bytes).first(size));
-    pci->config_written(offset, size);
+    driver->config_write(offset, value, size);
   }
-
-  std::uint8_t status() { return static_cast<std::uint8_t>(read(kStatus, 1)); }
-  void set_status(std::uint8_t value) { write(kStatus, value, 1); }
-  // What Linux's virtio_add_status does: read, OR, write.
-  void add_status(std::uint8_t bits) { set_status(static_cast<std::uint8_t>(status() | bits)); }
-  void write_features(std::uint64_t features) {
-    write(kGfSelect, 0, 4);
-    write(kGf, features & 0xffff'ffff, 4);
-    write(kGfSelect, 1, 4);
-    write(kGf, features >> 32, 4);
-  }
-  // 3.1.1 steps 1-6.
-  void negotiate(std::uint64_t features = kVersion1) {
-    add_status(kAck);
-    add_status(kDriver);
-    write_features(features);
-    add_status(kFeaturesOk);
-  }
-  void program_queue(std::uint16_t index, const QueueLayout& layout) {
-    write(kQSelect, index, 2);
-    write(kQSize, layout.size, 2);
-    write(kQDescLo, layout.descriptor_table.raw(), 8);
-    write(kQDriverLo, layout.available_ring.raw(), 8);
-    write(kQDeviceLo, layout.used_ring.raw(), 8);
-  }
+  std::uint8_t status() { return driver->status(); }
+  void set_status(std::uint8_t value) { driver->set_status(value); }
+  void add_status(std::uint8_t bits) { driver->add_status(bits); }
+  void write_features(std::uint64_t features) { driver->write_features(features); }
+  void negotiate(std::uint64_t features = kVersion1) { driver->negotiate(features); }
+  void program_queue(std::uint16_t index, const QueueLayout& layout) { driver->program_queue(index, layout); }
   void enable_queue(std::uint16_t index, const QueueLayout& layout = good_layout()) {
-    program_queue(index, layout);
-    write(kQEnable, 1, 2);
+    driver->enable_queue(index, layout);
   }
   // The whole initialization: features, queue 0, DRIVER_OK.
   void bring_up(std::uint64_t features = kVersion1) {
@@ -214,17 +174,11 @@ class VirtioPci : public ::testing::Test {
     add_status(kDriverOk);
     ASSERT_TRUE(pci->active());
   }
-
-  // MSI-X: program vector `v` with `address`/`data` unmasked, and enable the function.
   void program_vector(std::uint16_t v, std::uint64_t address, std::uint32_t data) {
-    const std::uint64_t entry = std::uint64_t{v} * PCI_MSIX_ENTRY_SIZE;
-    write(entry + PCI_MSIX_ENTRY_LOWER_ADDR, address & 0xffff'ffff, 4, VirtioPciDevice::kMsixBar);
-    write(entry + PCI_MSIX_ENTRY_UPPER_ADDR, address >> 32, 4, VirtioPciDevice::kMsixBar);
-    write(entry + PCI_MSIX_ENTRY_DATA, data, 4, VirtioPciDevice::kMsixBar);
-    write(entry + PCI_MSIX_ENTRY_VECTOR_CTRL, 0, 4, VirtioPciDevice::kMsixBar);
+    driver->program_vector(v, address, data);
   }
   void enable_msix() {
-    cfg_write(static_cast<std::uint16_t>(pci->msix_capability() + PCI_MSIX_FLAGS), PCI_MSIX_FLAGS_ENABLE, 2);
+    driver->enable_msix();
     ASSERT_TRUE(pci->msix().enabled());
   }
 
@@ -251,6 +205,7 @@ class VirtioPci : public ::testing::Test {
   FakeMsiSink sink;
   std::shared_ptr<FakeDevice> device = std::make_shared<FakeDevice>();
   std::shared_ptr<VirtioPciDevice> pci;
+  std::optional<vmm::testing::VirtioPciDriver> driver;
 };
 
 // ---- Creation and PCI identity -----------------------------------------------------------------------------------

@@ -16,6 +16,10 @@ Loaded by labs/gdb/vmm-gdb (gdb -iex "source vmmlab.py"). Each stage adds what i
            commands: vmm pci [EXPR] (a device's configuration space decoded: IDs, command and status bits, class,
            header type, each BAR as declared and as programmed, the capability list, MSI-X table and PBA; for a
            PciRoot or PciVm, every device on bus 0 with where its BARs are mapped)
+  stage05  printers: vmm::virtio::SplitQueue, QueueLayout, Descriptor, DescriptorChain (the device's copy of one
+           request), QueueCounters / QueueCountersSnapshot, and the kernel's vring_desc and vring_used_elem
+           commands: vmm vq [EXPR] (a split virtqueue decoded from guest memory: the available ring, the used ring,
+           the event indices, the descriptors of the recent chains, the queue's counters)
 """
 
 import errno
@@ -631,6 +635,169 @@ class BarMappingPrinter:
                                                  base + size)
 
 
+# ---------------------------------------------------------------------------------------------------------------------
+# stage05: virtio split virtqueues
+
+VRING_DESC_BITS = ((0x2, "WRITE"), (0x1, "NEXT"), (0x4, "INDIRECT"))  # VRING_DESC_F_*, WRITE first as it reads best
+VRING_AVAIL_BITS = ((0x1, "NO_INTERRUPT"),)                            # VRING_AVAIL_F_NO_INTERRUPT
+VRING_USED_BITS = ((0x1, "NO_NOTIFY"),)                                # VRING_USED_F_NO_NOTIFY
+_VQ_COUNTERS = (("notifications", "notifications"), ("chains", "chains"), ("used", "used"),
+                ("interrupts", "interrupts"), ("interrupts_suppressed", "suppressed"), ("errors", "errors"))
+
+
+def _flag_names(value, bits):
+    """Flags by name ("WRITE|NEXT"), unknown bits in hex, "none" for 0."""
+    names = [name for bit, name in bits if value & bit]
+    known = 0
+    for bit, _ in bits:
+        known |= bit
+    if value & ~known:
+        names.append("%#x" % (value & ~known))
+    return "|".join(names) if names else "none"
+
+
+def _desc_line(addr, length, flags, nxt):
+    line = "addr %#x len %d flags %s" % (addr, length, _flag_names(flags, VRING_DESC_BITS))
+    if flags & 0x1:
+        line += " next %d" % nxt
+    return line
+
+
+def _gpa(val):
+    """The raw value of a vmm::memory::GuestAddress."""
+    return int(val["raw_"])
+
+
+def _queue_features_text(features):
+    names = [name for field, name in (("event_idx", "EVENT_IDX"), ("indirect", "INDIRECT_DESC"))
+             if bool(features[field])]
+    return "|".join(names) if names else "none"
+
+
+def _counters_text(counters):
+    """"notifications 1, chains 1, ..." for a QueueCounters (atomics) or a QueueCountersSnapshot."""
+    parts = []
+    for field, label in _VQ_COUNTERS:
+        value = counters[field]
+        try:
+            number = _atomic_int(value)
+        except (gdb.error, RuntimeError):
+            number = int(value)
+        parts.append("%s %d" % (label, number))
+    return ", ".join(parts)
+
+
+class VringDescPrinter:
+    """struct vring_desc: `vring_desc {addr 0x12340 len 16 flags WRITE|NEXT next 1}`."""
+
+    def __init__(self, val):
+        self.val = val
+
+    def to_string(self):
+        v = self.val
+        return "vring_desc {%s}" % _desc_line(int(v["addr"]), int(v["len"]), int(v["flags"]), int(v["next"]))
+
+
+class VringUsedElemPrinter:
+    """struct vring_used_elem: `{id 0, len 16}`."""
+
+    def __init__(self, val):
+        self.val = val
+
+    def to_string(self):
+        return "{id %d, len %d}" % (int(self.val["id"]), int(self.val["len"]))
+
+
+class QueueLayoutPrinter:
+    """vmm::virtio::QueueLayout: `QueueLayout {size 16, desc 0x5000, avail 0x5100, used 0x5140}`."""
+
+    def __init__(self, val):
+        self.val = val
+
+    def to_string(self):
+        v = self.val
+        return "QueueLayout {size %d, desc %#x, avail %#x, used %#x}" % (
+            int(v["size"]), _gpa(v["descriptor_table"]), _gpa(v["available_ring"]), _gpa(v["used_ring"]))
+
+
+class DescriptorPrinter:
+    """vmm::virtio::Descriptor: `{0x12340, 16 bytes}`."""
+
+    def __init__(self, val):
+        self.val = val
+
+    def to_string(self):
+        return "{%#x, %d bytes}" % (_gpa(self.val["address"]), int(self.val["length"]))
+
+
+class DescriptorChainPrinter:
+    """vmm::virtio::DescriptorChain: `DescriptorChain {head 0, readable none, writable [{0x12340, 8 bytes},
+    {0x12348, 8 bytes}], 2 descriptors walked}` (the device's private copy of one request)."""
+
+    def __init__(self, val):
+        self.val = val
+
+    def to_string(self):
+        v = self.val
+        parts = []
+        for side in ("readable", "writable"):
+            buffers = _vector_elements(v[side], limit=65536)
+            if buffers is None:
+                return "DescriptorChain {not initialised yet}"
+            shown = ", ".join(DescriptorPrinter(b).to_string() for b in buffers[:8])
+            if len(buffers) > 8:
+                shown += ", ... %d more" % (len(buffers) - 8)
+            parts.append("%s %s" % (side, "[%s]" % shown if buffers else "none"))
+        walked = int(v["descriptors_walked"])
+        return "DescriptorChain {head %d, %s%s, %d descriptor%s walked}" % (
+            int(v["head_index"]), ", ".join(parts), ", indirect" if bool(v["indirect"]) else "", walked,
+            "" if walked == 1 else "s")
+
+
+class QueueCountersPrinter:
+    """vmm::virtio::QueueCounters and QueueCountersSnapshot: `{notifications 2, chains 2, used 2, interrupts 1,
+    suppressed 1, errors 0}`."""
+
+    def __init__(self, val):
+        self.val = val
+
+    def to_string(self):
+        return "{%s}" % _counters_text(self.val)
+
+
+def _split_queue_sane(queue):
+    """True when a vmm::virtio::SplitQueue value looks constructed: a power-of-two size and a GuestMemory with
+    regions behind memory_ (a `this` read at a function's first instruction, or a local not yet constructed, is
+    stack garbage)."""
+    try:
+        size = int(queue["layout_"]["size"])
+        if size == 0 or size > 32768 or size & (size - 1):
+            return False
+        memory = queue["memory_"]
+        if int(memory) == 0:
+            return False
+        regions = _vector_elements(memory.dereference()["regions_"], limit=64)
+        return bool(regions)
+    except (gdb.error, gdb.MemoryError, RuntimeError):
+        return False
+
+
+class SplitQueuePrinter:
+    """vmm::virtio::SplitQueue: `SplitQueue {size 16, features EVENT_IDX, next_avail 2, next_used 1}` (`vmm vq`
+    decodes its rings)."""
+
+    def __init__(self, val):
+        self.val = val
+
+    def to_string(self):
+        v = self.val
+        if not _split_queue_sane(v):
+            return "SplitQueue {not initialised yet}"
+        return "SplitQueue {size %d, features %s, next_avail %d, next_used %d}" % (
+            int(v["layout_"]["size"]), _queue_features_text(v["features_"]), int(v["next_avail_"]),
+            int(v["next_used_"]))
+
+
 def build_printers():
     pp = gdb.printing.RegexpCollectionPrettyPrinter("vmmlab")
     pp.add_printer("kvm_run", "^kvm_run$", KvmRunPrinter)
@@ -651,6 +818,13 @@ def build_printers():
     pp.add_printer("Uart16550", "^vmm::devices::Uart16550$", Uart16550Printer)
     pp.add_printer("ConfigSpace", "^vmm::pci::ConfigSpace$", ConfigSpacePrinter)
     pp.add_printer("BarMapping", "^vmm::pci::BarMapping$", BarMappingPrinter)
+    pp.add_printer("vring_desc", "^vring_desc$", VringDescPrinter)
+    pp.add_printer("vring_used_elem", "^vring_used_elem$", VringUsedElemPrinter)
+    pp.add_printer("QueueLayout", "^vmm::virtio::QueueLayout$", QueueLayoutPrinter)
+    pp.add_printer("Descriptor", "^vmm::virtio::Descriptor$", DescriptorPrinter)
+    pp.add_printer("DescriptorChain", "^vmm::virtio::DescriptorChain$", DescriptorChainPrinter)
+    pp.add_printer("QueueCounters", "^vmm::virtio::QueueCounters(Snapshot)?$", QueueCountersPrinter)
+    pp.add_printer("SplitQueue", "^vmm::virtio::SplitQueue$", SplitQueuePrinter)
     return pp
 
 
@@ -672,8 +846,8 @@ gdb.events.new_objfile.connect(_on_new_objfile)
 # Commands
 
 class VmmPrefix(gdb.Command):
-    """vmmlab commands: vmm exit-name, vmm fds, vmm regs, vmm kvm-run, vmm memmap, vmm bus, vmm pci (and more in
-    later stages)."""
+    """vmmlab commands: vmm exit-name, vmm fds, vmm regs, vmm kvm-run, vmm memmap, vmm bus, vmm pci, vmm vq (and more
+    in later stages)."""
 
     def __init__(self):
         super().__init__("vmm", gdb.COMMAND_USER, prefix=True)
@@ -1185,6 +1359,256 @@ class VmmPci(gdb.Command):
                 _print_config(device["config_"], _device_title(device, number), slot)
 
 
+_VQ_SHOWN = 8  # ring entries shown per ring: the most recent ones
+
+
+class _GuestReader:
+    """Reads guest-physical memory of a vmm::memory::GuestMemory from the inferior, region by region (no C++ is
+    called: it works with any lock held)."""
+
+    def __init__(self, memory):
+        regions = _vector_elements(memory["regions_"], limit=64) or []
+        self.regions = []
+        for region in regions:
+            start, size, host, _, _ = _region_fields(region)
+            self.regions.append((start, size, host))
+
+    def read(self, gpa, length):
+        out = b""
+        while length > 0:
+            for start, size, host in self.regions:
+                if start <= gpa < start + size:
+                    n = min(length, start + size - gpa)
+                    out += _bytes_at(host + gpa - start, n)
+                    gpa += n
+                    length -= n
+                    break
+            else:
+                raise gdb.GdbError("vmm vq: guest address %#x is not in guest memory" % gpa)
+        return out
+
+    def u16(self, gpa):
+        return int.from_bytes(self.read(gpa, 2), "little")
+
+
+def _vq_from(val, depth=0):
+    """(SplitQueue value, how it was reached) for a SplitQueue, a std::optional of one, an Activation, an
+    RngDevice (its activation's queue 0), a VirtioPciDevice (its device's queue 0, or the queue the driver enabled
+    before DRIVER_OK), a VirtioRngVm, or a pointer / smart pointer / reference to any of these; None otherwise."""
+    if depth > 5:
+        return None
+    val = _deref_all(val)
+    if val is None:
+        return None
+    t = val.type.strip_typedefs().unqualified()
+    if t.code != gdb.TYPE_CODE_STRUCT:
+        return None
+    name = t.name or ""
+    if name == "vmm::virtio::SplitQueue":
+        return (val, "") if _split_queue_sane(val) else None
+    if name.startswith("std::optional<"):
+        inner = _optional_value(val)
+        return None if inner is None else _vq_from(inner, depth + 1)
+    if name == "vmm::virtio::Activation":
+        queues = _vector_elements(val["queues"], limit=64) or []
+        found = _vq_from(queues[0], depth + 1) if queues else None
+        return (found[0], "queue 0 of the Activation") if found else None
+    if name == "vmm::stage05::VirtioRngVm":
+        found = _vq_from(val["transport_"], depth + 1)
+        return (found[0], "VirtioRngVm -> " + found[1]) if found else None
+    try:
+        dynamic = val.dynamic_type.strip_typedefs()
+        if dynamic != t:
+            val = val.cast(dynamic)
+            name = dynamic.name or ""
+    except gdb.error:
+        pass
+    if name == "vmm::virtio::rng::RngDevice":
+        found = _vq_from(val["activation_"], depth + 1)
+        return (found[0], "RngDevice, queue 0 of its activation") if found else None
+    if name == "vmm::virtio::VirtioPciDevice":
+        found = _vq_from(val["device_"], depth + 1)
+        if found:
+            return found[0], "VirtioPciDevice -> " + found[1]
+        slots = _vector_elements(val["queues_"], limit=64) or []
+        if slots:
+            found = _vq_from(slots[0]["enabled"], depth + 1)
+            if found:
+                return found[0], "VirtioPciDevice, queue 0 enabled, not active yet"
+    return None
+
+
+def _frame_values(frame):
+    """(name, value) of `this`, then the arguments and locals of a frame, innermost block first."""
+    try:
+        yield "this", frame.read_var("this")
+    except (ValueError, gdb.error):
+        pass
+    try:
+        block = frame.block()
+    except RuntimeError:
+        return
+    seen = {"this"}
+    while block is not None:
+        for symbol in block:
+            if not (symbol.is_argument or symbol.is_variable) or symbol.name in seen:
+                continue
+            seen.add(symbol.name)
+            try:
+                yield symbol.name, symbol.value(frame)
+            except (gdb.error, RuntimeError):
+                continue
+        if block.function is not None:
+            break
+        block = block.superblock
+
+
+def _vq_where(label, via):
+    return "`%s`%s" % (label, " (%s)" % via if via else "")
+
+
+def _vq_search():
+    frame = gdb.selected_frame()
+    while frame is not None:
+        for name, val in _frame_values(frame):
+            try:
+                found = _vq_from(val)
+            except (gdb.error, gdb.MemoryError, RuntimeError):
+                found = None
+            if found:
+                return found[0], "%s in frame #%d (%s)" % (_vq_where(name, found[1]), frame.level(),
+                                                            frame.name() or "??")
+        frame = frame.older()
+    return None, None
+
+
+def _recent(index, count):
+    """The up to _VQ_SHOWN most recent of `count` ring positions below free-running `index`, oldest first."""
+    n = min(count, _VQ_SHOWN)
+    return [(index - n + i) & 0xffff for i in range(n)]
+
+
+def _print_vq(queue, where):
+    layout = queue["layout_"]
+    size = int(layout["size"])
+    desc, avail, used = _gpa(layout["descriptor_table"]), _gpa(layout["available_ring"]), _gpa(layout["used_ring"])
+    next_avail, next_used = int(queue["next_avail_"]), int(queue["next_used_"])
+    memory = _GuestReader(queue["memory_"].dereference())
+    try:
+        avail_flags, avail_idx = memory.u16(avail), memory.u16(avail + 2)
+        used_event = memory.u16(avail + 4 + 2 * size)
+        used_flags, used_idx = memory.u16(used), memory.u16(used + 2)
+        avail_event = memory.u16(used + 4 + 8 * size)
+    except gdb.MemoryError as e:
+        raise gdb.GdbError("vmm vq: cannot read the rings in guest memory: %s" % e)
+    event_idx = bool(queue["features_"]["event_idx"])
+    print("SplitQueue %s" % where)
+    print("  size %d, features %s, next_avail %d, next_used %d" % (size, _queue_features_text(queue["features_"]),
+                                                                  next_avail, next_used))
+    print("  descriptor table at %#x, available ring at %#x, used ring at %#x" % (desc, avail, used))
+
+    # The available ring: the driver's. Entries at and after next_avail are published but not popped yet.
+    pending = (avail_idx - next_avail) & 0xffff
+    print("  available ring: flags %#x (%s), idx %d, used_event %d%s" % (
+        avail_flags, _flag_names(avail_flags, VRING_AVAIL_BITS), avail_idx, used_event,
+        "" if event_idx else " (unused: no EVENT_IDX)"))
+    # Entries shown: the recent ones below idx (the ring holds size of them; after a reset idx starts at 0).
+    shown = _recent(avail_idx, min(size, avail_idx))
+    heads = []
+    for index in shown:
+        slot = index % size
+        head = memory.u16(avail + 4 + 2 * slot)
+        state = "pending" if ((index - next_avail) & 0xffff) < pending else "popped"
+        print("    idx %d slot %d: head %d, %s" % (index, slot, head, state))
+        heads.append(head)
+    if pending > size:
+        print("    the index is %d ahead of next_avail: more than the queue size (a driver error)" % pending)
+    if not shown:
+        print("    (nothing published)")
+
+    # The used ring: the device's.
+    print("  used ring: flags %#x (%s), idx %d, avail_event %d%s" % (
+        used_flags, _flag_names(used_flags, VRING_USED_BITS), used_idx, avail_event,
+        "" if event_idx else " (unused: no EVENT_IDX)"))
+    shown = _recent(used_idx, min(size, used_idx))
+    for index in shown:
+        slot = index % size
+        elem = memory.read(used + 4 + 8 * slot, 8)
+        print("    idx %d slot %d: id %d, len %d" % (index, slot, int.from_bytes(elem[:4], "little"),
+                                                     int.from_bytes(elem[4:], "little")))
+    if not shown:
+        print("    (nothing used)")
+
+    # The descriptors the shown heads lead to, chain by chain (each walk bounded by the queue size).
+    print("  descriptors (the chains of the heads above):")
+    printed = set()
+    for head in heads:
+        index = head
+        for _ in range(size):
+            if index >= size:
+                print("    [%d] out of range: the queue has %d descriptors (a driver error)" % (index, size))
+                break
+            if index in printed:
+                break
+            printed.add(index)
+            raw = memory.read(desc + 16 * index, 16)
+            addr, length = int.from_bytes(raw[0:8], "little"), int.from_bytes(raw[8:12], "little")
+            flags, nxt = int.from_bytes(raw[12:14], "little"), int.from_bytes(raw[14:16], "little")
+            print("    [%d] %s" % (index, _desc_line(addr, length, flags, nxt)))
+            if flags & 0x4 and length % 16 == 0:
+                for i in range(min(length // 16, _VQ_SHOWN)):
+                    try:
+                        entry = memory.read(addr + 16 * i, 16)
+                    except (gdb.GdbError, gdb.MemoryError):
+                        print("        indirect [%d] at %#x: not in guest memory" % (i, addr + 16 * i))
+                        break
+                    print("        indirect [%d] %s" % (i, _desc_line(
+                        int.from_bytes(entry[0:8], "little"), int.from_bytes(entry[8:12], "little"),
+                        int.from_bytes(entry[12:14], "little"), int.from_bytes(entry[14:16], "little"))))
+            if not flags & 0x1:
+                break
+            index = nxt
+    if not printed:
+        print("    (none)")
+    counters = _deref_all(queue["counters_"])
+    if counters is not None:
+        print("  counters: %s" % _counters_text(counters))
+
+
+class VmmVq(gdb.Command):
+    """vmm vq [EXPR]: a virtio split virtqueue decoded from guest memory, both sides of the protocol.
+
+    Shows the queue's size and ring features, where the device is (next_avail, next_used), and then, read from the
+    guest's memory: the available ring (flags, idx, the most recent entries, used_event), the used ring (flags, idx,
+    the most recent {id, len} entries, avail_event), the descriptors of the chains the shown heads lead to (addr, len,
+    WRITE|NEXT|INDIRECT, next) and the queue's counters.
+
+    EXPR is a vmm::virtio::SplitQueue, an RngDevice or Activation (queue 0), a VirtioPciDevice (its device's queue
+    0, or the queue the driver enabled before DRIVER_OK), a VirtioRngVm, or a pointer, smart pointer, reference or
+    std::optional of one. Without EXPR, the nearest one in the selected frame and its callers (`this`, then the
+    arguments and locals). Reads memory only: no C++ is called, so it works at any breakpoint (the device's lock is
+    usually held)."""
+
+    def __init__(self):
+        super().__init__("vmm vq", gdb.COMMAND_USER, gdb.COMPLETE_EXPRESSION)
+
+    def invoke(self, arg, from_tty):
+        arg = arg.strip()
+        if arg:
+            found = _vq_from(gdb.parse_and_eval(arg))
+            if found is None:
+                raise gdb.GdbError("vmm vq: %s is not a SplitQueue (or an RngDevice, VirtioPciDevice, VirtioRngVm with "
+                                   "an active queue), or it is not constructed yet" % arg)
+            queue, where = found[0], _vq_where(arg, found[1])
+        else:
+            queue, where = _vq_search()
+            if queue is None:
+                raise gdb.GdbError("vmm vq: no virtqueue in this frame or its callers (a SplitQueue, or an RngDevice "
+                                   "or VirtioPciDevice whose driver has enabled queue 0): give one, e.g. "
+                                   "`vmm vq this->activation_`")
+        _print_vq(queue, where)
+
+
 VmmPrefix()
 VmmExitName()
 VmmFds()
@@ -1193,3 +1617,4 @@ VmmKvmRun()
 VmmMemmap()
 VmmBus()
 VmmPci()
+VmmVq()

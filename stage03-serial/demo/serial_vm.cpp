@@ -17,7 +17,15 @@ Result<std::unique_ptr<SerialVm>> SerialVm::create(const GuestImage& image, devi
     return std::unexpected(vm.error());
   }
   std::unique_ptr<SerialVm> machine(new SerialVm(std::move(*vm), config));
-  machine->irq4_ = std::make_unique<devices::KvmIrqLine>(machine->vm_.vm(), kCom1Irq);
+  if (config.make_irq_line) {
+    auto line = config.make_irq_line(machine->vm_.vm(), kCom1Irq);
+    if (!line) {
+      return std::unexpected(line.error());
+    }
+    machine->irq4_ = std::move(*line);
+  } else {
+    machine->irq4_ = std::make_unique<devices::KvmIrqLine>(machine->vm_.vm(), kCom1Irq);
+  }
   machine->uart_ = std::make_shared<devices::Uart16550>(*machine->irq4_, std::move(sink));
   machine->report_ = std::make_shared<devices::ReportChannel>(std::move(on_exit));
   if (auto rc = machine->buses_.io.insert(machine->uart_, kCom1Base, 8, "serial0 (COM1)"); !rc) {
@@ -32,7 +40,8 @@ Result<std::unique_ptr<SerialVm>> SerialVm::create(const GuestImage& image, devi
 }
 
 Result<void> SerialVm::start(machine::VcpuThread::OnExit on_vcpu_exit) {
-  auto thread = machine::VcpuThread::start(vm_.vcpu(), buses_, {.trace = config_.trace}, std::move(on_vcpu_exit));
+  auto thread = machine::VcpuThread::start(
+      vm_.vcpu(), buses_, {.trace = config_.trace, .counters = config_.exit_counters}, std::move(on_vcpu_exit));
   if (!thread) {
     return std::unexpected(thread.error());
   }

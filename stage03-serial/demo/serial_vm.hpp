@@ -24,6 +24,11 @@ inline constexpr std::uint32_t kCom1Irq = 4;
 struct SerialVmConfig {
   std::uint64_t ram_size = 16ull << 20;  ///< Guest RAM.
   bool trace = false;                    ///< Print every exit on stderr.
+  /// Counts the vCPU loop's exits (by reason and address), or null; it must outlive the machine's vCPU thread.
+  machine::ExitCounters* exit_counters = nullptr;
+  /// How COM1's interrupt line reaches the irqchip: made once the VM (and its irqchip) exists. Default: KVM_IRQ_LINE
+  /// (`devices::KvmIrqLine`); stage06 passes an irqfd line. The UART does not change either way.
+  std::function<Result<std::unique_ptr<devices::IrqLine>>(kvm::Vm& vm, std::uint32_t gsi)> make_irq_line = nullptr;
 };
 
 /// @brief The stage03 machine.
@@ -48,6 +53,8 @@ class SerialVm {
 
   /// @brief COM1.
   [[nodiscard]] devices::Uart16550& uart() noexcept { return *uart_; }
+  /// @brief COM1's interrupt line.
+  [[nodiscard]] devices::IrqLine& irq_line() noexcept { return *irq4_; }
   /// @brief The runtime's report ports.
   [[nodiscard]] devices::ReportChannel& report() noexcept { return *report_; }
   /// @brief The I/O and MMIO buses.
@@ -61,7 +68,7 @@ class SerialVm {
   stage02::LongModeVm vm_;
   SerialVmConfig config_;
   machine::Buses buses_;
-  std::unique_ptr<devices::KvmIrqLine> irq4_;
+  std::unique_ptr<devices::IrqLine> irq4_;
   std::shared_ptr<devices::Uart16550> uart_;
   std::shared_ptr<devices::ReportChannel> report_;
   std::unique_ptr<machine::VcpuThread> vcpu_thread_;

@@ -69,6 +69,9 @@ Result<VcpuOutcome> run_vcpu_loop(kvm::Vcpu& vcpu, const Buses& buses, const std
       return std::unexpected(exit.error());
     }
     ++outcome.exits;
+    if (options.counters != nullptr) {
+      options.counters->record(*exit);
+    }
     if (options.trace) {
       fmt::print(stderr, "vcpu{} exit #{}: {}\n", vcpu.id(), outcome.exits, kvm::describe(*exit));
     }

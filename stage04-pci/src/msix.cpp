@@ -134,10 +134,13 @@ void MsixTable::write_table(std::uint64_t offset, std::span<const std::uint8_t> 
     return;
   }
   const std::uint64_t value = get_le(data);
+  const auto vector = static_cast<std::uint16_t>(offset / PCI_MSIX_ENTRY_SIZE);
   std::vector<Delivery> deliveries;
+  bool changed = false;
   {
     std::lock_guard lock(mutex_);
-    auto& e = entries_[offset / PCI_MSIX_ENTRY_SIZE];
+    auto& e = entries_[vector];
+    const MsixEntry before = e;
     const std::size_t first = offset % PCI_MSIX_ENTRY_SIZE;
     for (std::size_t i = 0; i < data.size() / 4; ++i) {
       const auto dword = static_cast<std::uint32_t>(value >> (32 * i));
@@ -158,7 +161,12 @@ void MsixTable::write_table(std::uint64_t offset, std::span<const std::uint8_t> 
           break;
       }
     }
+    changed = e != before;
     deliveries = take_deliverable_locked();
+  }
+  // The observer first: a route that follows this vector must be in place before a released message uses it.
+  if (changed) {
+    notify(vector, static_cast<std::uint16_t>(vector + 1));
   }
   deliver(deliveries);
 }
@@ -175,11 +183,19 @@ void MsixTable::read_pba(std::uint64_t offset, std::span<std::uint8_t> data) con
 
 void MsixTable::set_control(std::uint16_t message_control) {
   std::vector<Delivery> deliveries;
+  bool changed = false;
   {
     std::lock_guard lock(mutex_);
-    enabled_ = (message_control & PCI_MSIX_FLAGS_ENABLE) != 0;
-    function_masked_ = (message_control & PCI_MSIX_FLAGS_MASKALL) != 0;
+    const bool enabled = (message_control & PCI_MSIX_FLAGS_ENABLE) != 0;
+    const bool function_masked = (message_control & PCI_MSIX_FLAGS_MASKALL) != 0;
+    changed = enabled != enabled_ || function_masked != function_masked_;
+    enabled_ = enabled;
+    function_masked_ = function_masked;
     deliveries = take_deliverable_locked();
+  }
+  // Enable and Function Mask gate every vector at once.
+  if (changed) {
+    notify(0, vectors());
   }
   deliver(deliveries);
 }
@@ -243,6 +259,26 @@ void MsixTable::deliver(const std::vector<Delivery>& deliveries) {
       std::lock_guard lock(mutex_);
       last_error_ = std::move(rc).error();
     }
+  }
+}
+
+void MsixTable::set_observer(Observer observer) {
+  auto shared = observer ? std::make_shared<const Observer>(std::move(observer)) : nullptr;
+  std::lock_guard lock(mutex_);
+  observer_ = std::move(shared);
+}
+
+void MsixTable::notify(std::uint16_t first, std::uint16_t last) const {
+  std::shared_ptr<const Observer> observer;
+  {
+    std::lock_guard lock(mutex_);
+    observer = observer_;
+  }
+  if (!observer) {
+    return;
+  }
+  for (std::uint16_t vector = first; vector < last; ++vector) {
+    (*observer)(vector);
   }
 }
 

@@ -181,6 +181,7 @@ void PciRoot::update_bars(std::uint8_t device_number) {
     }
     if (state.placed) {
       static_cast<void>(bus_for(state.placed->space).remove(state.placed->base));
+      notify(device_number, bar.index, *state.placed, false);
       state.placed.reset();
     }
     if (!wanted) {
@@ -208,7 +209,24 @@ void PciRoot::update_bars(std::uint8_t device_number) {
     }
     state.placed = wanted;
     state.refused.reset();
+    notify(device_number, bar.index, *wanted, true);
   }
+}
+
+void PciRoot::notify(std::uint8_t device_number, std::size_t bar_index, const Placement& placement, bool placed) const {
+  if (observer_) {
+    observer_({.device_number = device_number,
+               .bar_index = static_cast<std::uint8_t>(bar_index),
+               .space = placement.space,
+               .base = placement.base,
+               .size = placement.size},
+              placed);
+  }
+}
+
+void PciRoot::set_bar_observer(BarObserver observer) {
+  std::lock_guard lock(mutex_);
+  observer_ = std::move(observer);
 }
 
 void PciRoot::record_error(const Error& error) {

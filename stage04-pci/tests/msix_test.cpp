@@ -302,6 +302,58 @@ TEST(MsixTable, ConfigWrittenFollowsMessageControl) {
   EXPECT_FALSE(t->enabled()) << "the high byte holds Enable";
 }
 
+TEST(MsixTable, ObserverHearsChangedVectorsAndMessageControl) {
+  FakeMsiSink sink;
+  auto t = make(sink);
+  std::vector<std::uint16_t> heard;
+  std::vector<bool> unmasked_when_heard;  // what the observer reads back: the state after the change
+  t->set_observer([&](std::uint16_t v) {
+    heard.push_back(v);
+    unmasked_when_heard.push_back((t->entry(v)->control & PCI_MSIX_ENTRY_CTRL_MASKBIT) == 0);
+  });
+
+  write32(*t, entry(2, PCI_MSIX_ENTRY_DATA), 0x42);
+  EXPECT_EQ(heard, (std::vector<std::uint16_t>{2})) << "data changed";
+  write32(*t, entry(2, PCI_MSIX_ENTRY_DATA), 0x42);
+  write64(*t, entry(1, 0), 0);
+  EXPECT_EQ(heard.size(), 1u) << "writes that change nothing are not reported";
+  write64(*t, entry(1, 0), 0xfee0'0000);
+  write32(*t, entry(1, PCI_MSIX_ENTRY_VECTOR_CTRL), 0);
+  EXPECT_EQ(heard, (std::vector<std::uint16_t>{2, 1, 1}));
+  EXPECT_TRUE(unmasked_when_heard.back()) << "called after the change";
+  std::array<std::uint8_t, 4> scratch{};
+  t->read_table(entry(3, 0), scratch);
+  write32(*t, entry(4, 0), 1);  // past the table
+  EXPECT_EQ(heard.size(), 3u) << "reads and rejected writes are not reported";
+
+  heard.clear();
+  t->set_control(PCI_MSIX_FLAGS_ENABLE);
+  EXPECT_EQ(heard, (std::vector<std::uint16_t>{0, 1, 2, 3})) << "Enable gates every vector";
+  t->set_control(PCI_MSIX_FLAGS_ENABLE);
+  EXPECT_EQ(heard.size(), 4u) << "Message Control unchanged";
+  t->set_control(PCI_MSIX_FLAGS_ENABLE | PCI_MSIX_FLAGS_MASKALL);
+  t->set_control(0);
+  EXPECT_EQ(heard.size(), 12u) << "Function Mask, then Enable and Function Mask";
+
+  t->set_observer({});
+  write32(*t, entry(0, PCI_MSIX_ENTRY_DATA), 7);
+  t->set_control(PCI_MSIX_FLAGS_ENABLE);
+  EXPECT_EQ(heard.size(), 12u) << "removed";
+}
+
+TEST(MsixTable, ObserverRunsBeforeAReleasedVectorIsDelivered) {
+  FakeMsiSink sink;
+  auto t = make(sink);
+  t->set_control(PCI_MSIX_FLAGS_ENABLE);
+  program(*t, 0, 0xfee0'0000, 0x40, false);
+  EXPECT_EQ(t->trigger(0), MsixTrigger::Pending);
+  std::size_t signals_seen_by_observer = 99;
+  t->set_observer([&](std::uint16_t) { signals_seen_by_observer = sink.signals().size(); });
+  write32(*t, entry(0, PCI_MSIX_ENTRY_VECTOR_CTRL), 0);
+  EXPECT_EQ(signals_seen_by_observer, 0u) << "a route that follows the table is updated before the message uses it";
+  EXPECT_EQ(sink.signals().size(), 1u);
+}
+
 TEST(MsixTable, ConcurrentTriggersAndUnmasksLoseNothing) {
   FakeMsiSink sink;
   auto t = make(sink, 64);

@@ -523,5 +523,35 @@ TEST(PciRoot, ConfigReadHookSeesAndMayReplaceTheBytesRead) {
   EXPECT_EQ(device->reads.size(), 4u) << "another slot's reads are not this device's";
 }
 
+TEST(BarMapping, TheObserverHearsEveryPlacementAndRemovalInOrder) {
+  Machine m;
+  std::vector<std::pair<BarMapping, bool>> seen;
+  m.root.set_bar_observer([&](const BarMapping& mapping, bool placed) { seen.emplace_back(mapping, placed); });
+  auto device = m.plug(3, {kMem32, kIo});
+  m.cfg_write(3, PCI_BASE_ADDRESS_0, 0xc000'0000);
+  m.cfg_write(3, PCI_COMMAND, PCI_COMMAND_MEMORY, 2);
+  m.cfg_write(3, PCI_BASE_ADDRESS_0, 0xc010'0000);     // a move: removal, then placement
+  m.cfg_write(3, PCI_COMMAND, PCI_COMMAND_MEMORY, 2);  // no change: nothing reported
+  m.cfg_write(3, PCI_COMMAND, 0, 2);
+  const BarMapping old_place{
+      .device_number = 3, .bar_index = 0, .space = BarSpace::Memory, .base = 0xc000'0000, .size = 0x1000};
+  BarMapping new_place = old_place;
+  new_place.base = 0xc010'0000;
+  EXPECT_EQ(seen, (std::vector<std::pair<BarMapping, bool>>{
+                      {old_place, true}, {old_place, false}, {new_place, true}, {new_place, false}}));
+
+  // A placement the bus refuses is not reported; removing the observer stops the reports.
+  seen.clear();
+  auto other = m.plug(4, {kMem32});
+  m.cfg_write(4, PCI_BASE_ADDRESS_0, kEcamBase);  // over ECAM: refused
+  m.cfg_write(4, PCI_COMMAND, PCI_COMMAND_MEMORY, 2);
+  EXPECT_TRUE(seen.empty());
+  EXPECT_EQ(m.root.mapping_errors().size(), 1u);
+  m.root.set_bar_observer(nullptr);
+  m.cfg_write(3, PCI_COMMAND, PCI_COMMAND_MEMORY, 2);
+  EXPECT_TRUE(seen.empty());
+  EXPECT_EQ(m.root.mappings().size(), 1u);
+}
+
 }  // namespace
 }  // namespace vmm::pci

@@ -28,7 +28,15 @@ Result<std::unique_ptr<VirtioRngVm>> VirtioRngVm::create(const GuestImage& image
       return std::unexpected(rc.error());
     }
   }
-  machine->msi_ = std::make_unique<pci::KvmSignalMsi>(long_mode.vm());
+  if (config.make_msi_sink) {
+    auto msi_sink = config.make_msi_sink(long_mode.vm());
+    if (!msi_sink) {
+      return std::unexpected(msi_sink.error());
+    }
+    machine->msi_ = std::move(*msi_sink);
+  } else {
+    machine->msi_ = std::make_shared<pci::KvmSignalMsi>(long_mode.vm());
+  }
 
   virtio::rng::RngConfig rng_config{
       .queue_size = config.queue_size, .bytes_per_second = config.bytes_per_second, .burst_bytes = config.burst_bytes};
@@ -40,7 +48,15 @@ Result<std::unique_ptr<VirtioRngVm>> VirtioRngVm::create(const GuestImage& image
     return std::unexpected(rng.error());
   }
   machine->rng_ = std::move(*rng);
-  auto transport = virtio::VirtioPciDevice::create(machine->rng_, long_mode.memory(), *machine->msi_);
+  std::shared_ptr<virtio::VirtioDevice> device = machine->rng_;
+  if (config.wrap_device) {
+    auto wrapped = config.wrap_device(machine->rng_);
+    if (!wrapped) {
+      return std::unexpected(wrapped.error());
+    }
+    device = std::move(*wrapped);
+  }
+  auto transport = virtio::VirtioPciDevice::create(std::move(device), long_mode.memory(), *machine->msi_);
   if (!transport) {
     return std::unexpected(transport.error());
   }

@@ -28,6 +28,12 @@ struct VirtioRngVmConfig {
   std::optional<std::uint64_t> bytes_per_second;  ///< Rate-limit the device.
   std::uint64_t burst_bytes = 0;                  ///< The rate limiter's bucket (0: one second's worth).
   std::uint16_t queue_size = 256;                 ///< The device's maximum queue size.
+  /// How the rng's MSI-X messages reach the guest: made once the VM exists. Default: KVM_SIGNAL_MSI
+  /// (`pci::KvmSignalMsi`); stage06 passes irqfds on GSI routes.
+  std::function<Result<std::shared_ptr<pci::MsiSink>>(kvm::Vm&)> make_msi_sink = nullptr;
+  /// What the transport drives: the rng itself by default; stage06 wraps it in a device that works on its own thread.
+  std::function<Result<std::shared_ptr<virtio::VirtioDevice>>(std::shared_ptr<virtio::rng::RngDevice>)> wrap_device =
+      nullptr;
 };
 
 /// @brief The guest driver's defaults (both phases, 4 batches of 4 requests of 16 bytes, queue size 16), as a
@@ -60,6 +66,8 @@ class VirtioRngVm {
   [[nodiscard]] stage04::PciVm& pci() noexcept { return *pci_; }
   /// @brief The virtio-pci transport of the rng.
   [[nodiscard]] virtio::VirtioPciDevice& transport() noexcept { return *transport_; }
+  /// @brief Where the rng's MSI-X messages go.
+  [[nodiscard]] pci::MsiSink& msi_sink() noexcept { return *msi_; }
   /// @brief The rng device model.
   [[nodiscard]] virtio::rng::RngDevice& rng() noexcept { return *rng_; }
 
@@ -67,7 +75,7 @@ class VirtioRngVm {
   VirtioRngVm() = default;
 
   std::unique_ptr<stage04::PciVm> pci_;
-  std::unique_ptr<pci::KvmSignalMsi> msi_;
+  std::shared_ptr<pci::MsiSink> msi_;
   std::shared_ptr<virtio::ThreadRetryTimer> timer_;
   std::shared_ptr<virtio::rng::RngDevice> rng_;
   std::shared_ptr<virtio::VirtioPciDevice> transport_;

@@ -12,6 +12,7 @@
 #include "vmm/devices/bus.hpp"
 #include "vmm/error.hpp"
 #include "vmm/kvm/vcpu.hpp"
+#include "vmm/machine/exit_counters.hpp"
 
 namespace vmm::machine {
 
@@ -44,6 +45,9 @@ struct VcpuOutcome {
 /// @brief Options of the loop.
 struct VcpuLoopOptions {
   bool trace = false;  ///< Print every exit to stderr.
+  /// Where to count every KVM_RUN return (by reason and address), or null. Shared by any number of loops; it must
+  /// outlive them.
+  ExitCounters* counters = nullptr;
 };
 
 /// @brief Runs `vcpu` until `stop` is set (and the vCPU kicked out of KVM_RUN) or a fatal exit.

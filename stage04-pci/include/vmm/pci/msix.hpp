@@ -6,6 +6,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -87,8 +88,14 @@ enum class MsixTrigger : std::uint8_t {
 /// Thread-safe: one mutex guards the state, and it is released before the sink is called. Errors from the sink
 /// cannot fail a guest access: the latest is kept for `last_error`. Bus mastering is not modelled:
 /// messages are sent whatever PCI_COMMAND_MASTER says.
+///
+/// An optional observer (`set_observer`) hears which vectors the guest reprogrammed, so that state kept outside the
+/// table (stage06's KVM GSI routes, one per vector) can follow it.
 class MsixTable {
  public:
+  /// @brief Told the index of a vector whose address, data or effective mask may have changed.
+  using Observer = std::function<void(std::uint16_t vector)>;
+
   /// @brief A table of `vectors` entries (1..2048) delivering through `sink`, which must outlive it.
   [[nodiscard]] static Result<std::unique_ptr<MsixTable>> create(std::uint16_t vectors, MsiSink& sink);
   MsixTable(const MsixTable&) = delete;
@@ -118,6 +125,14 @@ class MsixTable {
   /// the capability at `capability`, reads it from `config` and calls `set_control`.
   void config_written(const ConfigSpace& config, std::uint8_t capability, std::uint16_t offset, std::size_t size);
 
+  /// @brief Installs `observer` (an empty function removes it). It is called without the table's lock, from the
+  /// thread that made the change, before any pending vector the change released is delivered:
+  /// - after a `write_table` that changed vector v's address, data or mask bit: with v;
+  /// - after a `set_control` that changed Enable or Function Mask: with every vector, 0 to N-1.
+  /// The observer reads the new state back with `entry`, `enabled` and `function_masked` (the call says what may have
+  /// changed, not how), so concurrent changes cannot hand it stale values. It must not call `set_observer`.
+  void set_observer(Observer observer);
+
   /// @brief Raises vector `vector`; see the class comment. A sink error is returned (and kept for `last_error`).
   Result<MsixTrigger> trigger(std::uint16_t vector);
 
@@ -145,6 +160,8 @@ class MsixTable {
   [[nodiscard]] std::vector<Delivery> take_deliverable_locked();
   // Calls the sink for each, without the lock; keeps the last error.
   void deliver(const std::vector<Delivery>& deliveries);
+  // Calls the observer (if any) for vectors [first, last), without the lock.
+  void notify(std::uint16_t first, std::uint16_t last) const;
 
   MsiSink& sink_;
   mutable std::mutex mutex_;
@@ -153,6 +170,8 @@ class MsixTable {
   bool enabled_ = false;
   bool function_masked_ = false;
   std::optional<Error> last_error_;
+  // Copied out under mutex_ and called without it, so an observer may read the table back.
+  std::shared_ptr<const Observer> observer_;
 };
 
 }  // namespace vmm::pci

@@ -7,6 +7,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -87,6 +88,9 @@ struct BarMapping {
 /// by `mapping_errors`, and the same placement is not retried until the guest changes it. The VMM keeps running: a
 /// guest that programs overlapping BARs gets a device that does not answer, as on real hardware with a conflict.
 ///
+/// Components that must follow a BAR (stage06 registers ioeventfds at a virtio device's notify addresses) install a
+/// `BarObserver`: it hears every placement and removal as it happens.
+///
 /// The buses must outlive the root (its destructor removes the BARs it placed). One mutex serialises configuration
 /// accesses and mapping changes: they are rare, and serialising them keeps BAR moves atomic. BAR accesses themselves
 /// go straight from the bus to the device, without it.
@@ -126,6 +130,17 @@ class PciRoot {
   /// @brief Placements the buses refused (overlaps) or that fell outside their space, oldest first; the last 32.
   [[nodiscard]] std::vector<Error> mapping_errors() const;
 
+  /// @brief Told about each BAR placed on a bus (`placed` true) or removed from one (false).
+  using BarObserver = std::function<void(const BarMapping& mapping, bool placed)>;
+  /// @brief Installs `observer` (null removes it), replacing any previous one.
+  ///
+  /// It runs on whichever thread made the change (a vCPU thread for a guest's configuration write) with the root's
+  /// mutex held, so it sees the moves of one BAR in order (a move is a removal of the old range, then a placement of
+  /// the new one) and never concurrently. Because of that lock it must not call back into the root (deadlock), and it
+  /// should be quick. Placements the bus refused are not reported (they are in `mapping_errors`), and neither are the
+  /// removals done by the root's destructor: uninstall the observer before tearing the machine down.
+  void set_bar_observer(BarObserver observer);
+
  private:
   struct Placement {
     BarSpace space = BarSpace::Memory;
@@ -149,6 +164,7 @@ class PciRoot {
                                                           const BarState& state);
   void track_halves(Slot& slot, std::uint16_t reg, std::size_t size);
   void update_bars(std::uint8_t device_number);
+  void notify(std::uint8_t device_number, std::size_t bar_index, const Placement& placement, bool placed) const;
   void record_error(const Error& error);
   [[nodiscard]] devices::Bus& bus_for(BarSpace space) const;
 
@@ -157,6 +173,7 @@ class PciRoot {
   mutable std::mutex mutex_;
   std::array<Slot, kDevicesPerBus> slots_{};
   std::vector<Error> errors_;
+  BarObserver observer_;
 };
 
 /// @brief PCI configuration mechanism #1: the address register at 0xCF8 and the data window at 0xCFC-0xCFF.

@@ -864,9 +864,10 @@ class VmmExitName(gdb.Command):
 
 
 class VmmFds(gdb.Command):
-    """vmm fds: the inferior's open file descriptors and what each one is.
+    """vmm fds [all]: the inferior's open file descriptors and what each one is (without `all`, only KVM's).
 
-    KVM is three kinds of descriptor: /dev/kvm (system), anon_inode:kvm-vm (a VM), anon_inode:kvm-vcpu:N (a vCPU)."""
+    KVM is three kinds of descriptor: /dev/kvm (system), anon_inode:kvm-vm (a VM), anon_inode:kvm-vcpu:N (a vCPU).
+    An eventfd also shows its counter and the kernel's id for it (two descriptors with one id are one eventfd)."""
 
     def __init__(self):
         super().__init__("vmm fds", gdb.COMMAND_USER)
@@ -876,7 +877,26 @@ class VmmFds(gdb.Command):
         for name in sorted(os.listdir("/proc/%d/fd" % pid), key=int):
             target = _fd_target(int(name))
             if "kvm" in target or arg.strip() == "all":
-                print("fd %s -> %s" % (name, target))
+                print("fd %s -> %s%s" % (name, target, _eventfd_state(pid, name) if "[eventfd]" in target else ""))
+
+
+def _eventfd_state(pid, fd):
+    """' (count N, id M)' for an eventfd, from /proc/PID/fdinfo/FD: the counter (the kernel shows it in hex) and the
+    kernel's id of the eventfd, the same for every descriptor of one eventfd (a dup, or what KVM was handed)."""
+    fields = {}
+    try:
+        with open("/proc/%d/fdinfo/%s" % (pid, fd)) as info:
+            for line in info:
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
+    except OSError:
+        return ""
+    parts = []
+    if "eventfd-count" in fields:
+        parts.append("count %d" % int(fields["eventfd-count"], 16))
+    if "eventfd-id" in fields:
+        parts.append("id %s" % fields["eventfd-id"])
+    return " (%s)" % ", ".join(parts) if parts else ""
 
 
 def _find_vcpu(arg):

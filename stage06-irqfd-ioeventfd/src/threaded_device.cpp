@@ -191,6 +191,7 @@ Result<void> ThreadedDevice::activate(Activation activation) {
   if (!manager) {
     return std::unexpected(std::move(manager).error().with_context(op));
   }
+  counters_ = counters;
   auto subscriber = std::make_shared<Subscriber>(*this, std::move(counters), std::move(needs_reset));
   if (auto added = manager->add_subscriber(subscriber); !added) {
     return std::unexpected(std::move(added).error().with_context(op));
@@ -240,10 +241,17 @@ void ThreadedDevice::reset() {
   active_ = false;
   stop_worker_locked();
   // Kicks that arrived after the worker's last read belong to the activation being torn down; the next one starts
-  // from a clean slate (and the inner device looks at its ring when activated anyway).
-  for (const event::EventFd& event : queue_events_) {
-    drain(event);
+  // from a clean slate (and the inner device looks at its ring when activated anyway). They were received, though
+  // not needed (the device had served their buffers already): count them, so the activation's notifications equal
+  // the driver's kicks.
+  for (std::size_t q = 0; q < queue_events_.size(); ++q) {
+    auto stale = queue_events_[q].read();
+    if (stale && *stale && q < counters_.size() && counters_[q] != nullptr) {
+      counters_[q]->notifications.fetch_add(**stale, std::memory_order_relaxed);
+      ioeventfd_kicks_.fetch_add(**stale, std::memory_order_relaxed);
+    }
   }
+  counters_.clear();
   drain(kick_event_);
   for (std::size_t q = 0; q < queue_events_.size(); ++q) {
     pending_[q].store(false, std::memory_order_relaxed);

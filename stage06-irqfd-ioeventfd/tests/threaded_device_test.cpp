@@ -354,6 +354,23 @@ TEST_F(ThreadedDeviceTest, ResetDrainsStaleKicks) {
   EXPECT_EQ(device_->wakeups(), 0u);
 }
 
+TEST_F(ThreadedDeviceTest, KicksStillUnreadAtResetCountAsNotifications) {
+  activate();
+  interrupt_->close_gate();
+  add_request();
+  ioeventfd_kick();
+  ASSERT_TRUE(interrupt_->wait_for_signals(1));  // the worker is busy: the next kicks wait in the eventfd
+  ASSERT_TRUE(device_->queue_event(0).write(2));
+  auto reset = std::async(std::launch::async, [&] { device_->reset(); });
+  interrupt_->open_gate();
+  ASSERT_EQ(reset.wait_for(kGenerous), std::future_status::ready) << "reset deadlocked with the worker";
+  reset.get();
+  // Whether the worker read the two late kicks before it stopped or reset drained them, the driver made three and
+  // the activation's counters say three: the demo and the lab compare this count with the guest's.
+  EXPECT_EQ(counters_->notifications.load(), 3u);
+  EXPECT_EQ(device_->ioeventfd_kicks(), 3u);
+}
+
 TEST_F(ThreadedDeviceTest, ResetWithRequestsInFlightIsConsistentAndFinal) {
   ObserverLog log;
   device_->set_activation_observer(log.observer(*device_));

@@ -129,9 +129,10 @@ class ThreadedDevice final : public VirtioDevice {
 
   // Serialises activate, reset, the destructor and the observer setter; the worker never takes it.
   std::mutex lifecycle_mutex_;
-  std::function<void(bool)> observer_;  // lifecycle_mutex_
-  bool active_ = false;                 // lifecycle_mutex_: activate succeeded, reset not yet called
-  std::thread worker_;                  // lifecycle_mutex_
+  std::function<void(bool)> observer_;    // lifecycle_mutex_
+  std::vector<QueueCounters*> counters_;  // lifecycle_mutex_: the active queues' counters (null: not enabled)
+  bool active_ = false;                   // lifecycle_mutex_: activate succeeded, reset not yet called
+  std::thread worker_;                    // lifecycle_mutex_
 
   std::atomic<bool> running_{false};
   std::atomic<pid_t> tid_{0};

@@ -10,46 +10,14 @@
 #include <string>
 #include <vector>
 
-#include "virtio_rng_vm.hpp"
-#include "vmm/testing/guest_console.hpp"
+#include "rng_guest_run.hpp"
 #include "vmm/testing/kvm.hpp"
 
 namespace vmm::stage05 {
 namespace {
 
-// What one run produced: the guest's listing and reports, the device's records.
-struct GuestRun {
-  std::string output;
-  std::uint32_t exit_status = 0xffff'ffff;
-  std::vector<std::uint32_t> reports;
-  std::vector<virtio::ActivationRecord> history;
-  std::uint64_t bytes_served = 0;
-  std::uint64_t throttled = 0;
-  std::optional<Error> transport_error;
-};
-
-// Runs the guest to its exit on a fresh machine.
-GuestRun run_guest(const VirtioRngVmConfig& config) {
-  vmm::testing::GuestConsole console;
-  auto vm = VirtioRngVm::create(
-      guest::virtio_rng(), console.sink(), [&console](std::uint32_t s) { console.exited(s); }, config);
-  EXPECT_TRUE(vm) << vm.error().message();
-  if (!vm) {
-    return {};
-  }
-  EXPECT_TRUE(vm.value()->start([](const Result<machine::VcpuOutcome>&) {}));
-  EXPECT_TRUE(console.wait_for_exit()) << "no exit; output so far:\n" << console.text();
-  vm.value()->stop();
-  GuestRun run;
-  run.output = console.text();
-  run.exit_status = console.exit_status.value_or(0xffff'ffff);
-  run.reports = vm.value()->pci().serial().report().values();
-  run.history = vm.value()->transport().history();
-  run.bytes_served = vm.value()->rng().bytes_served();
-  run.throttled = vm.value()->rng().throttled();
-  run.transport_error = vm.value()->transport().last_error();
-  return run;
-}
+using testing::GuestRun;
+using testing::run_guest;
 
 // The hex strings of the guest's "rng NN: <hex>" lines, in order.
 std::vector<std::string> random_lines(const std::string& output) {

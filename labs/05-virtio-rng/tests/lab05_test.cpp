@@ -19,6 +19,7 @@
 
 #include "fake_msi_sink.hpp"  // stage04-pci/tests
 #include "lab05.hpp"
+#include "rng_guest_run.hpp"  // stage05-virtio-rng/tests
 #include "virtio_rng_vm.hpp"
 #include "vmm/testing/guest_console.hpp"
 #include "vmm/testing/kvm.hpp"
@@ -45,31 +46,12 @@ using vmm::virtio::VirtioPciDevice;
 
 // ---- Exercise 1: EVENT_IDX off, and the counts explained ----------------------------------------------------------
 
-// One run of stage05's guest driver to its exit: what the guest reported, what the device recorded.
-struct GuestRun {
-  std::string output;
-  std::uint32_t exit_status = 0xffff'ffff;
-  std::vector<std::uint32_t> reports;  // four per phase: EVENT_IDX negotiated, requests, kicks, interrupts
-  std::vector<vmm::virtio::ActivationRecord> history;  // one per phase (the guest resets the device after each)
-};
+using vmm::stage05::testing::GuestRun;  // stage05-virtio-rng/tests/rng_guest_run.hpp
 
 GuestRun run_guest(const vmmlab_rng_options& options) {
-  vmm::testing::GuestConsole console;
   vmm::stage05::VirtioRngVmConfig config;
   config.options = options;
-  auto vm = vmm::stage05::VirtioRngVm::create(
-      vmm::guest::virtio_rng(), console.sink(), [&console](std::uint32_t s) { console.exited(s); }, config);
-  EXPECT_TRUE(vm) << vm.error().message();
-  if (!vm) {
-    return {};
-  }
-  EXPECT_TRUE(vm.value()->start([](const vmm::Result<vmm::machine::VcpuOutcome>&) {}));
-  EXPECT_TRUE(console.wait_for_exit()) << "no exit; output so far:\n" << console.text();
-  vm.value()->stop();
-  return {.output = console.text(),
-          .exit_status = console.exit_status.value_or(0xffff'ffff),
-          .reports = vm.value()->pci().serial().report().values(),
-          .history = vm.value()->transport().history()};
+  return vmm::stage05::testing::run_guest(config);
 }
 
 std::uint64_t requests_of(const vmmlab_rng_options& options) {

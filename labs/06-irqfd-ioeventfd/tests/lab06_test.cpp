@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "eventfd_guest_run.hpp"  // stage06-irqfd-ioeventfd/tests
 #include "eventfd_rng_vm.hpp"
 #include "lab06.hpp"
 #include "vmm/event/event_fd.hpp"
@@ -57,49 +58,8 @@ using vmm::machine::ExitCountersSnapshot;
 using vmm::pci::BarMapping;
 using vmm::pci::BarSpace;
 
-// One run of stage05's guest driver on stage06's machine, to its exit.
-struct EventfdRun {
-  std::string output;
-  std::uint32_t exit_status = 0xffff'ffff;
-  std::uint64_t requests = 0;     // the guest's reports, summed over its phases
-  std::uint64_t guest_kicks = 0;  // notify writes the guest made
-  ExitCountersSnapshot exits;     // what the vCPU loop counted
-  std::vector<BarMapping> mappings;
-  bool ioeventfds = false;            // the machine had NotifyIoeventfds
-  std::uint64_t ioeventfd_kicks = 0;  // ThreadedDevice: kicks read from the queue eventfd
-  std::uint64_t notifications = 0;    // the queue's notifications over all activations (MMIO + eventfd)
-};
-
-EventfdRun run_guest(const vmm::stage06::EventfdRngVmConfig& config) {
-  vmm::testing::GuestConsole console;
-  auto vm = vmm::stage06::EventfdRngVm::create(
-      vmm::guest::virtio_rng(), console.sink(), [&console](std::uint32_t s) { console.exited(s); }, config);
-  EXPECT_TRUE(vm) << vm.error().message();
-  if (!vm) {
-    return {};
-  }
-  auto& machine = **vm;
-  EXPECT_TRUE(machine.start([](const vmm::Result<vmm::machine::VcpuOutcome>&) {}));
-  EXPECT_TRUE(console.wait_for_exit()) << "no exit; output so far:\n" << console.text();
-  machine.stop();
-  EventfdRun run{.output = console.text(),
-                 .exit_status = console.exit_status.value_or(0xffff'ffff),
-                 .exits = machine.exits().snapshot(),
-                 .mappings = machine.rng_vm().pci().root().mappings(),
-                 .ioeventfds = machine.ioeventfds() != nullptr,
-                 .ioeventfd_kicks = machine.threaded().ioeventfd_kicks()};
-  const auto reports = machine.rng_vm().pci().serial().report().values();  // four per phase
-  for (std::size_t i = 0; i + 3 < reports.size(); i += 4) {
-    run.requests += reports[i + 1];
-    run.guest_kicks += reports[i + 2];
-  }
-  for (const auto& record : machine.rng_vm().transport().history()) {
-    for (const auto& queue : record.queues) {
-      run.notifications += queue.notifications;
-    }
-  }
-  return run;
-}
+using vmm::stage06::testing::EventfdRun;  // stage06-irqfd-ioeventfd/tests/eventfd_guest_run.hpp
+using vmm::stage06::testing::run_guest;
 
 // Both phases, 4 batches of 4 requests, without printing the bytes.
 vmmlab_rng_options quiet_options() {

@@ -49,16 +49,17 @@ endfunction()
 #
 #   vmmlab_add_command_test(NAME <test> STAGE <label> KIND <unit|kvm> [RIG | RIG_ONLY] [STATUS <n>] [STDIN <file>]
 #                           [STDOUT_EQUALS <text> | STDOUT_FILE <file>] [STDOUT_MATCHES <regex>...]
-#                           [STDERR_MATCHES <regex>...]
+#                           [STDERR_MATCHES <regex>...] [FILES <path>...]
 #                           COMMAND <target-or-path> [ARGS...])
 #
 # KIND kvm: without /dev/kvm the test skips (77), or fails under VMMLAB_REQUIRE_KVM=1.
 # Text arguments may contain \n (and no ";": use STDOUT_FILE for such output); regexes are extended regexes (grep -E) matched against the whole output. Avoid
 # square brackets in them: CMake does not split a list inside [...] (use . to match a bracket).
-# RIG also runs the same checks inside the rig as `<test>.rig`; RIG_ONLY only there (see vmmlab_add_gtest).
+# RIG also runs the same checks inside the rig as `<test>.rig`; RIG_ONLY only there (see vmmlab_add_gtest). FILES are
+# other files the command needs there (a daemon it starts), copied to the same absolute paths.
 function(vmmlab_add_command_test)
   cmake_parse_arguments(PARSE_ARGV 0 T "RIG;RIG_ONLY" "NAME;STAGE;KIND;STATUS;STDIN;STDOUT_EQUALS;STDOUT_FILE"
-                        "STDOUT_MATCHES;STDERR_MATCHES;COMMAND;LABELS")
+                        "STDOUT_MATCHES;STDERR_MATCHES;COMMAND;LABELS;FILES")
   if(NOT T_NAME OR NOT T_STAGE OR NOT T_KIND OR NOT T_COMMAND)
     message(FATAL_ERROR "vmmlab_add_command_test: NAME, STAGE, KIND and COMMAND are required")
   endif()
@@ -101,6 +102,7 @@ function(vmmlab_add_command_test)
     if(T_STDOUT_FILE)
       list(APPEND files "${T_STDOUT_FILE}")
     endif()
+    list(APPEND files ${T_FILES})
     vmmlab_add_rig_test(NAME ${T_NAME}.rig STAGE ${T_STAGE} FILES ${files} LABELS ${T_LABELS}
                         COMMAND "${PROJECT_SOURCE_DIR}/tools/check-output" ${args} -- "${program}" ${T_COMMAND})
   endif()

@@ -1,6 +1,8 @@
 #include "vmm/memory/region.hpp"
 
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -45,12 +47,18 @@ Result<Mapping> map_anonymous(std::uint64_t size, const RegionOptions& options, 
 }
 
 Result<Fd> create_memfd(const std::string& name, std::uint64_t size, unsigned int flags) {
-  Fd fd(::memfd_create(name.c_str(), MFD_CLOEXEC | flags));
+  Fd fd(::memfd_create(name.c_str(), MFD_CLOEXEC | MFD_ALLOW_SEALING | flags));
   if (!fd) {
     return sys_error("memfd_create", errno, name);
   }
   if (::ftruncate(fd.get(), static_cast<off_t>(size)) != 0) {
     return sys_error("ftruncate", errno, fmt::format("memfd {} to {:#x} bytes", name, size));
+  }
+  // Once the memfd is shared (stage07 hands it to a vhost-user backend), the size is a promise to whoever maps it:
+  // a file that shrank under a mapping raises SIGBUS in every process touching the lost pages. Sealing makes the size
+  // final, as QEMU's memory-backend-memfd does by default (seal=on).
+  if (::fcntl(fd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) {
+    return sys_error("fcntl(F_ADD_SEALS)", errno, fmt::format("memfd {}", name));
   }
   return fd;
 }
@@ -103,6 +111,36 @@ Result<GuestMemoryRegion> GuestMemoryRegion::create(GuestAddress start, std::uin
   }
   return GuestMemoryRegion(GuestRange{start, size}, std::move(mapping->map), std::move(mapping->fd), options.backing,
                            mapping->huge_pages, options.prefault);
+}
+
+Result<GuestMemoryRegion> GuestMemoryRegion::map_file(GuestAddress start, std::uint64_t size, Fd fd,
+                                                      std::uint64_t file_offset) {
+  constexpr std::string_view op = "GuestMemoryRegion::map_file";
+  const auto page = host_page_size();
+  const auto where = describe_access(start, size);
+  if (size == 0 || size % page != 0 || start.raw() % page != 0 || file_offset % page != 0) {
+    return logic_error(op, fmt::format("{} at file offset {:#x}: start, size and offset must be page-aligned ({:#x}) "
+                                       "and the size non-zero",
+                                       where, file_offset, page));
+  }
+  if (!start.checked_add(size) || file_offset > UINT64_MAX - size ||
+      file_offset + size > static_cast<std::uint64_t>(INT64_MAX)) {
+    return logic_error(op, fmt::format("{} at file offset {:#x}: the range overflows", where, file_offset));
+  }
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) {
+    return sys_error("fstat", errno, fmt::format("fd {} for guest memory {}", fd.get(), where));
+  }
+  if (static_cast<std::uint64_t>(st.st_size) < file_offset + size) {
+    return logic_error(op, fmt::format("{}: the file is {:#x} bytes, shorter than offset {:#x} + size {:#x}", where,
+                                       st.st_size, file_offset, size));
+  }
+  auto map = Mmap::map(fd, size, PROT_READ | PROT_WRITE, MAP_SHARED, static_cast<off_t>(file_offset));
+  if (!map) {
+    return std::unexpected(std::move(map).error().with_context(fmt::format("guest memory {}", where)));
+  }
+  return GuestMemoryRegion(GuestRange{start, size}, std::move(*map), std::move(fd), Backing::shared_file,
+                           HugePages::none, false, file_offset);
 }
 
 }  // namespace vmm::memory

@@ -1,6 +1,7 @@
 #include <fcntl.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <filesystem>
@@ -90,6 +91,52 @@ TEST(GuestMemoryRegion, HugepagesRequestFallsBackAndRecordsWhatItGot) {
   ASSERT_TRUE(plain);
   EXPECT_EQ(plain->huge_pages(), HugePages::none);
   EXPECT_FALSE(plain->prefaulted());
+}
+
+TEST(GuestMemoryRegion, MemfdSizeIsSealed) {
+  // The size is a promise to every process that maps the memfd: it cannot shrink (SIGBUS) or grow.
+  auto region = GuestMemoryRegion::create(GuestAddress(0), 2 * kPage, {.backing = Backing::memfd});
+  ASSERT_TRUE(region) << region.error().message();
+  const int seals = ::fcntl(region->fd().get(), F_GET_SEALS);
+  EXPECT_EQ(seals & (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL), F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
+  EXPECT_NE(::ftruncate(region->fd().get(), static_cast<off_t>(kPage)), 0);
+  EXPECT_EQ(errno, EPERM);
+}
+
+TEST(GuestMemoryRegion, MapFileSharesAnotherProcesssMemoryAtAnOffset) {
+  // What a vhost-user backend does with the frontend's memfd: map part of it, at an offset, as guest memory.
+  auto owner = GuestMemoryRegion::create(GuestAddress(0), 4 * kPage, {.backing = Backing::memfd});
+  ASSERT_TRUE(owner) << owner.error().message();
+  auto fd = owner->fd().duplicate();
+  ASSERT_TRUE(fd) << fd.error().message();
+  auto mapped = GuestMemoryRegion::map_file(GuestAddress(0x200000), 2 * kPage, std::move(*fd), kPage);
+  ASSERT_TRUE(mapped) << mapped.error().message();
+  EXPECT_EQ(mapped->backing(), Backing::shared_file);
+  EXPECT_EQ(mapped->start(), GuestAddress(0x200000));
+  EXPECT_EQ(mapped->file_offset(), kPage);
+  std::memcpy(owner->host_address() + kPage + 5, "shared", 6);
+  EXPECT_EQ(std::memcmp(mapped->host_address() + 5, "shared", 6), 0) << "byte kPage+5 of the file is byte 5 here";
+  std::memcpy(mapped->host_address() + kPage, "back", 4);
+  EXPECT_EQ(std::memcmp(owner->host_address() + 2 * kPage, "back", 4), 0);
+}
+
+TEST(GuestMemoryRegion, MapFileRefusesAFileShorterThanTheRegionAndBadAlignment) {
+  auto owner = GuestMemoryRegion::create(GuestAddress(0), 2 * kPage, {.backing = Backing::memfd});
+  ASSERT_TRUE(owner) << owner.error().message();
+  // 2 pages of file, asked for 2 pages at offset 1 page: the second page would SIGBUS.
+  auto too_long = GuestMemoryRegion::map_file(GuestAddress(0), 2 * kPage, *owner->fd().duplicate(), kPage);
+  ASSERT_FALSE(too_long);
+  EXPECT_THAT(too_long.error().message(), HasSubstr("shorter than offset"));
+  auto unaligned = GuestMemoryRegion::map_file(GuestAddress(0), kPage, *owner->fd().duplicate(), 12);
+  ASSERT_FALSE(unaligned);
+  EXPECT_THAT(unaligned.error().message(), HasSubstr("page-aligned"));
+  auto overflow = GuestMemoryRegion::map_file(GuestAddress(0), kPage, *owner->fd().duplicate(),
+                                              std::numeric_limits<std::uint64_t>::max() - kPage + 1);
+  ASSERT_FALSE(overflow);
+  EXPECT_THAT(overflow.error().message(), HasSubstr("overflows"));
+  auto not_a_file = GuestMemoryRegion::map_file(GuestAddress(0), kPage, Fd(), 0);
+  ASSERT_FALSE(not_a_file);
+  EXPECT_THAT(not_a_file.error().message(), HasSubstr("fstat"));
 }
 
 }  // namespace

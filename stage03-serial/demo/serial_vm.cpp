@@ -7,7 +7,7 @@ Result<std::unique_ptr<SerialVm>> SerialVm::create(const GuestImage& image, devi
                                                    const SerialVmConfig& config) {
   // stage02 builds memory, slots, the vCPU and long mode; the irqchip has to exist before the vCPU does.
   auto vm = stage02::LongModeVm::create(image, {.ram_size = config.ram_size,
-                                                .memfd = false,
+                                                .memfd = config.shared_memory,
                                                 .hugepages = false,
                                                 .dirty_logging = false,
                                                 .trace = false,

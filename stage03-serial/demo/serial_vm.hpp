@@ -24,6 +24,8 @@ inline constexpr std::uint32_t kCom1Irq = 4;
 struct SerialVmConfig {
   std::uint64_t ram_size = 16ull << 20;  ///< Guest RAM.
   bool trace = false;                    ///< Print every exit on stderr.
+  /// Back RAM with a memfd another process can map (stage07's vhost-user backends need it); anonymous otherwise.
+  bool shared_memory = false;
   /// Counts the vCPU loop's exits (by reason and address), or null; it must outlive the machine's vCPU thread.
   machine::ExitCounters* exit_counters = nullptr;
   /// How COM1's interrupt line reaches the irqchip: made once the VM (and its irqchip) exists. Default: KVM_IRQ_LINE

@@ -842,6 +842,14 @@ std::optional<QueueLayout> VirtioPciDevice::queue_layout(std::uint16_t index) co
   return queues_[index].layout;
 }
 
+std::optional<std::uint16_t> VirtioPciDevice::queue_msix_vector(std::uint16_t index) const {
+  std::lock_guard lock(mutex_);
+  if (index >= queues_.size()) {
+    return std::nullopt;
+  }
+  return queues_[index].msix_vector;
+}
+
 std::vector<QueueCountersSnapshot> VirtioPciDevice::counters() const {
   std::lock_guard lock(mutex_);
   std::vector<QueueCountersSnapshot> out;

@@ -19,9 +19,13 @@ Result<std::shared_ptr<IrqfdMsi>> IrqfdMsi::create(const kvm::Vm& vm, std::uint1
 }
 
 std::uint64_t notify_exits(const machine::ExitCountersSnapshot& exits, stage05::VirtioRngVm& vm) {
+  return notify_exits(exits, vm.pci().root(), stage05::kRngSlot);
+}
+
+std::uint64_t notify_exits(const machine::ExitCountersSnapshot& exits, const pci::PciRoot& root, std::uint8_t slot) {
   std::uint64_t count = 0;
-  for (const auto& mapping : vm.pci().root().mappings()) {
-    if (mapping.device_number != stage05::kRngSlot || mapping.bar_index != virtio::VirtioPciDevice::kRegionsBar) {
+  for (const auto& mapping : root.mappings()) {
+    if (mapping.device_number != slot || mapping.bar_index != virtio::VirtioPciDevice::kRegionsBar) {
       continue;
     }
     const std::uint64_t start = mapping.base + virtio::VirtioPciDevice::kNotifyOffset;

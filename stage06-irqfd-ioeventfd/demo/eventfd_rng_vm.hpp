@@ -52,6 +52,11 @@ class IrqfdMsi final : public pci::MsiSink {
 ///        the guest put BAR0 in `vm`): the kicks that reached the VMM's run loop.
 [[nodiscard]] std::uint64_t notify_exits(const machine::ExitCountersSnapshot& exits, stage05::VirtioRngVm& vm);
 
+/// @brief The same for any virtio-pci device: the writes in `exits` to the notify area of the device in slot `slot`,
+///        wherever `root` placed its BAR0 (stage07's vhost-user machine counts its kicks with it).
+[[nodiscard]] std::uint64_t notify_exits(const machine::ExitCountersSnapshot& exits, const pci::PciRoot& root,
+                                         std::uint8_t slot);
+
 /// @brief The stage06 machine.
 class EventfdRngVm {
  public:

@@ -20,6 +20,9 @@ enum class Backing {
   anonymous,
   /// A memfd mapped MAP_SHARED: another process can map the same pages (a vhost-user backend does, later).
   memfd,
+  /// Another process's file mapped MAP_SHARED (`GuestMemoryRegion::map_file`): how a vhost-user backend sees the
+  /// guest memory its frontend shares.
+  shared_file,
 };
 
 /// @brief Which kind of huge page a region ended up with. Asking for huge pages is a hint: hugetlbfs pages must be
@@ -54,6 +57,15 @@ class GuestMemoryRegion {
   [[nodiscard]] static Result<GuestMemoryRegion> create(GuestAddress start, std::uint64_t size,
                                                         const RegionOptions& options = {});
 
+  /// @brief Maps `size` bytes of `fd` at `file_offset` MAP_SHARED, read-write, as guest-physical `start`: a region
+  ///        whose memory belongs to someone else (a vhost-user frontend's memfd). `start`, `size` and `file_offset`
+  ///        must be page-aligned, `size` non-zero, neither end may overflow, and the file must be at least
+  ///        `file_offset + size` bytes long (fstat): touching a page past the end of a file raises SIGBUS, so a file
+  ///        shorter than the region it claims is refused here rather than crashing the process later. Takes
+  ///        ownership of `fd`.
+  [[nodiscard]] static Result<GuestMemoryRegion> map_file(GuestAddress start, std::uint64_t size, Fd fd,
+                                                          std::uint64_t file_offset);
+
   /// @brief First guest-physical byte.
   [[nodiscard]] GuestAddress start() const noexcept { return range_.start; }
   /// @brief Length in bytes.
@@ -77,17 +89,19 @@ class GuestMemoryRegion {
   /// @brief True when the mapping was created with MAP_POPULATE.
   [[nodiscard]] bool prefaulted() const noexcept { return prefaulted_; }
 
-  /// @brief The memfd behind a memfd-backed region (empty for anonymous memory). Another process maps
+  /// @brief The file behind a memfd or shared-file region (empty for anonymous memory). Another process maps
   ///        `file_offset()`..`file_offset() + size()` of it to see the same pages.
   [[nodiscard]] const Fd& fd() const noexcept { return fd_; }
   /// @brief Offset of the region's first byte in `fd()`.
   [[nodiscard]] std::uint64_t file_offset() const noexcept { return file_offset_; }
 
  private:
-  GuestMemoryRegion(GuestRange range, Mmap map, Fd fd, Backing backing, HugePages huge_pages, bool prefaulted)
+  GuestMemoryRegion(GuestRange range, Mmap map, Fd fd, Backing backing, HugePages huge_pages, bool prefaulted,
+                    std::uint64_t file_offset = 0)
       : range_(range),
         map_(std::move(map)),
         fd_(std::move(fd)),
+        file_offset_(file_offset),
         backing_(backing),
         huge_pages_(huge_pages),
         prefaulted_(prefaulted) {}
@@ -95,7 +109,7 @@ class GuestMemoryRegion {
   GuestRange range_;
   Mmap map_;
   Fd fd_;
-  std::uint64_t file_offset_ = 0;  // each region owns its whole memfd today; a shared fd would make this non-zero
+  std::uint64_t file_offset_ = 0;  // 0 for the memfds created here (one per region); map_file's may be anything
   Backing backing_ = Backing::anonymous;
   HugePages huge_pages_ = HugePages::none;
   bool prefaulted_ = false;

@@ -165,6 +165,10 @@ class VirtioPciDevice final : public pci::PciDevice {
   [[nodiscard]] bool active() const;
   /// @brief The layout of queue `index` as programmed so far (nothing if out of range).
   [[nodiscard]] std::optional<QueueLayout> queue_layout(std::uint16_t index) const;
+  /// @brief The MSI-X vector the driver chose for queue `index` (VIRTIO_MSI_NO_VECTOR if none; nothing if out of
+  /// range). stage07's vhost-user frontend asks at activation, to hand the backend that vector's irqfd. Safe to call
+  /// from `VirtioDevice::activate` (the transport does not hold its register lock there).
+  [[nodiscard]] std::optional<std::uint16_t> queue_msix_vector(std::uint16_t index) const;
   /// @brief The counters of each queue, now.
   [[nodiscard]] std::vector<QueueCountersSnapshot> counters() const;
   /// @brief One record per activation that a reset ended, oldest first.

@@ -1,0 +1,115 @@
+#include "vhost_user_vm.hpp"
+
+#include <span>
+#include <utility>
+
+namespace vmm::stage07 {
+
+Result<std::unique_ptr<VhostUserVm>> VhostUserVm::create(const GuestImage& image, devices::Uart16550::OutputSink sink,
+                                                         std::function<void(std::uint32_t)> on_exit,
+                                                         const VhostUserVmConfig& config) {
+  std::unique_ptr<VhostUserVm> machine(new VhostUserVm());
+  auto* self = machine.get();
+
+  // The backend maps guest RAM from the fds the frontend passes: RAM must be memfds, not anonymous memory.
+  stage03::SerialVmConfig serial = config.serial;
+  serial.shared_memory = true;
+  serial.exit_counters = machine->exits_.get();
+  auto pci = stage04::PciVm::create(image, std::move(sink), std::move(on_exit), serial);
+  if (!pci) {
+    return std::unexpected(pci.error());
+  }
+  machine->pci_ = std::move(*pci);
+  auto& long_mode = machine->pci_->serial().vm();
+  if (config.options) {
+    if (auto rc = long_mode.set_input(std::as_bytes(std::span(&*config.options, 1))); !rc) {
+      return std::unexpected(rc.error());
+    }
+  }
+
+  auto frontend = vhost::VhostUserFrontend::connect(config.frontend);
+  if (!frontend) {
+    return std::unexpected(frontend.error());
+  }
+  machine->frontend_ = std::move(*frontend);
+  const auto queues = machine->frontend_->queue_count();
+
+  // One MSI-X vector per queue plus one for configuration changes, each on its own GSI route and irqfd (stage06).
+  auto msi = stage06::IrqfdMsi::create(long_mode.vm(), static_cast<std::uint16_t>(queues + 1));
+  if (!msi) {
+    return std::unexpected(msi.error());
+  }
+  machine->msi_ = std::move(*msi);
+
+  auto transport = virtio::VirtioPciDevice::create(machine->frontend_, long_mode.memory(), *machine->msi_);
+  if (!transport) {
+    return std::unexpected(transport.error());
+  }
+  machine->transport_ = std::move(*transport);
+  if (auto rc = machine->msi_->routes().attach(machine->transport_->msix()); !rc) {
+    return std::unexpected(rc.error());
+  }
+
+  if (config.irqfd) {
+    // The backend's call fd for queue q is the irqfd of the vector the driver chose for q: the backend's write
+    // becomes an MSI inside KVM. No vector (or MSI-X off): nullptr, and the frontend relays through the transport.
+    self->frontend_->set_call_source([self](std::uint16_t queue) -> const event::EventFd* {
+      const auto vector = self->transport_->queue_msix_vector(queue);
+      if (!vector || *vector == VIRTIO_MSI_NO_VECTOR || !self->transport_->msix().enabled()) {
+        return nullptr;
+      }
+      return self->msi_->routes().irqfd(*vector);
+    });
+  }
+
+  if (auto rc = machine->pci_->root().add_device(machine->transport_, kVhostUserSlot); !rc) {
+    return std::unexpected(rc.error());
+  }
+
+  if (config.ioeventfd) {
+    std::vector<const event::EventFd*> events;
+    for (std::uint16_t q = 0; q < queues; ++q) {
+      events.push_back(&machine->frontend_->kick_event(q));
+    }
+    machine->ioeventfds_ = std::make_unique<virtio::NotifyIoeventfds>(long_mode.vm(), std::move(events));
+    // Unlike stage06's worker, the backend may see a kick before the device is active: it looks at every ring when
+    // it starts anyway, so a stale kick costs one empty look. Registered whenever BAR0 is on the bus.
+    machine->ioeventfds_->set_active(true);
+    auto* ioeventfds = machine->ioeventfds_.get();
+    machine->pci_->root().set_bar_observer([ioeventfds](const pci::BarMapping& mapping, bool placed) {
+      if (mapping.device_number == kVhostUserSlot && mapping.bar_index == virtio::VirtioPciDevice::kRegionsBar) {
+        ioeventfds->bar0_placed(placed ? std::optional(mapping.base) : std::nullopt);
+      }
+    });
+  }
+  return machine;
+}
+
+std::uint64_t VhostUserVm::notify_exits() const {
+  return stage06::notify_exits(exits_->snapshot(), pci_->root(), kVhostUserSlot);
+}
+
+VhostUserVm::~VhostUserVm() {
+  if (!pci_) {
+    return;
+  }
+  pci_->stop();
+  // Everything below refers to the VM, which pci_ owns: take it apart while the VM still exists. Stop the rings
+  // first (the backend answers GET_VRING_BASE and stops writing the irqfds), then the ioeventfds, the table's
+  // observer into the routes, and the routes and irqfds themselves.
+  pci_->root().set_bar_observer(nullptr);
+  if (frontend_) {
+    frontend_->set_call_source(nullptr);
+  }
+  if (transport_) {
+    transport_->msix().set_observer(nullptr);
+  }
+  ioeventfds_.reset();
+  if (msi_) {
+    msi_->detach();
+  }
+  transport_.reset();
+  pci_.reset();
+}
+
+}  // namespace vmm::stage07

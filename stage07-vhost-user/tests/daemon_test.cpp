@@ -173,7 +173,7 @@ TEST_F(DaemonTest, GarbageEndsTheSessionNotTheDaemon) {
   EXPECT_EQ(daemon_->sessions(), 3u);
 }
 
-TEST_F(DaemonTest, AMessageThatDoesNotDecodeIsSkipped) {
+TEST_F(DaemonTest, AMessageThatDoesNotDecodeIsPassedOver) {
   auto connection = connect();
   // GET_FEATURES with an 8-byte payload: framed correctly, but the wrong size for its type.
   const std::array<std::uint8_t, 20> wrong_size{1, 0, 0, 0, 1, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};

@@ -49,8 +49,13 @@ TEST(VhostUserVm, WithoutIrqfdsTheVmmRelaysEveryInterrupt) {
 
   EXPECT_EQ(run.exit_status, 0u) << run.output;
   EXPECT_EQ(run.requests, kRequests);
-  EXPECT_EQ(run.frontend.relayed_interrupts, run.guest_interrupts)
-      << "the daemon's call eventfd is the frontend's relay: each interrupt the guest took passed through the VMM";
+  // The daemon's call eventfd is the frontend's relay: every interrupt now passes through the VMM, which sends it
+  // as an MSI through the transport (here onto the vector's irqfd). Two messages for one vector can merge in the
+  // LAPIC before the guest takes them, so the guest may count fewer than the VMM sent, never more.
+  EXPECT_GT(run.frontend.relayed_interrupts, 0u);
+  EXPECT_EQ(run.vmm_irqfd_writes, run.frontend.relayed_interrupts) << "one MSI from the VMM per relayed interrupt";
+  EXPECT_GT(run.guest_interrupts, 0u);
+  EXPECT_LE(run.guest_interrupts, run.vmm_irqfd_writes);
 }
 
 TEST(VhostUserVm, WithoutIoeventfdsKicksExitAndAreForwarded) {

@@ -51,18 +51,7 @@ int main(int argc, char** argv) {
 
   // CONFIG is what QEMU's vhost-user-blk insists on (it reads the capacity with GET_CONFIG); MQ lets it ask for the
   // number of queues. Both are in the defaults, with REPLY_ACK and CONFIGURE_MEM_SLOTS.
-  vhost::BackendOptions options;
-  if (trace) {
-    options.tracer = vhost::Tracer(kProgram, vhost::stderr_sink(""));
-  } else {
-    options.warn = vhost::stderr_sink(fmt::format("{}: ", kProgram));
-  }
-  auto daemon = vhost::Daemon::create(socket, *device, std::move(options));
-  if (!daemon) {
-    fmt::print(stderr, "{}: {}\n", kProgram, daemon.error());
-    return 1;
-  }
-  const int status = vhost::run_daemon_main(**daemon, kProgram, once);
+  const int status = vhost::serve_device_main(kProgram, socket, *device, trace, once);
   const auto stats = (*device)->stats();
   fmt::print("{}: {} reads ({} bytes), {} writes ({} bytes), {} flushes, {} errors\n", kProgram, stats.reads,
              stats.bytes_read, stats.writes, stats.bytes_written, stats.flushes, stats.io_errors);

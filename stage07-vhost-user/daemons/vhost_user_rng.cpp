@@ -104,18 +104,7 @@ int main(int argc, char** argv) {
     return 1;
   }
 
-  vhost::BackendOptions options;
-  if (trace) {
-    options.tracer = vhost::Tracer(kProgram, vhost::stderr_sink(""));
-  } else {
-    options.warn = vhost::stderr_sink(fmt::format("{}: ", kProgram));
-  }
-  auto daemon = vhost::Daemon::create(socket, *device, std::move(options));
-  if (!daemon) {
-    fmt::print(stderr, "{}: {}\n", kProgram, daemon.error());
-    return 1;
-  }
-  const int status = vhost::run_daemon_main(**daemon, kProgram, once);
+  const int status = vhost::serve_device_main(kProgram, socket, *device, trace, once);
   if ((*device)->last_error()) {
     fmt::print(stderr, "{}: last device error: {}\n", kProgram, *(*device)->last_error());
   }

@@ -514,7 +514,8 @@ void BackendHandler::restart_locked(Apply apply) {
   start_locked();
 }
 
-Result<std::optional<Message>> BackendHandler::set_vring_num_locked(const Message& request) {
+// A per-ring request's vring state and the ring it names (SET_VRING_NUM/BASE/ENABLE, GET_VRING_BASE).
+Result<std::pair<const vhost_vring_state*, Vring*>> BackendHandler::vring_state_locked(const Message& request) {
   auto state = payload_as<vhost_vring_state>(request, "a vring state");
   if (!state) {
     return std::unexpected(std::move(state).error());
@@ -523,14 +524,23 @@ Result<std::optional<Message>> BackendHandler::set_vring_num_locked(const Messag
   if (!ring) {
     return std::unexpected(std::move(ring).error());
   }
-  const unsigned num = (*state)->num;
-  const std::uint16_t max = (*ring)->max_size();
-  if (num == 0 || num > max || !std::has_single_bit(num)) {
-    return logic_error("SET_VRING_NUM", fmt::format("vring {}: size {} must be a power of two from 1 to {}",
-                                                    (*ring)->index(), num, max));
+  return std::pair{*state, *ring};
+}
+
+Result<std::optional<Message>> BackendHandler::set_vring_num_locked(const Message& request) {
+  auto target = vring_state_locked(request);
+  if (!target) {
+    return std::unexpected(std::move(target).error());
   }
-  if ((*ring)->config().num != num) {
-    update_ring_locked(**ring, [&] { (*ring)->config().num = static_cast<std::uint16_t>(num); });
+  const auto [state, ring] = *target;
+  const unsigned num = state->num;
+  const std::uint16_t max = ring->max_size();
+  if (num == 0 || num > max || !std::has_single_bit(num)) {
+    return logic_error("SET_VRING_NUM",
+                       fmt::format("vring {}: size {} must be a power of two from 1 to {}", ring->index(), num, max));
+  }
+  if (ring->config().num != num) {
+    update_ring_locked(*ring, [&] { ring->config().num = static_cast<std::uint16_t>(num); });
   }
   return std::nullopt;
 }
@@ -566,41 +576,35 @@ Result<std::optional<Message>> BackendHandler::set_vring_addr_locked(const Messa
 }
 
 Result<std::optional<Message>> BackendHandler::set_vring_base_locked(const Message& request) {
-  auto state = payload_as<vhost_vring_state>(request, "a vring state");
-  if (!state) {
-    return std::unexpected(std::move(state).error());
+  auto target = vring_state_locked(request);
+  if (!target) {
+    return std::unexpected(std::move(target).error());
   }
-  auto ring = ring_locked((*state)->index, request.request);
-  if (!ring) {
-    return std::unexpected(std::move(ring).error());
-  }
-  const unsigned base = (*state)->num;
+  const auto [state, ring] = *target;
+  const unsigned base = state->num;
   if (base > 0xffff) {
     return logic_error("SET_VRING_BASE", fmt::format("vring {}: base {:#x} does not fit a split ring's 16-bit index",
-                                                     (*ring)->index(), base));
+                                                     ring->index(), base));
   }
   // Both indices: whatever was popped was also returned when the frontend stopped the ring (rust-vmm and DPDK do the
   // same; the kernel's vhost reads used->idx instead).
-  update_ring_locked(**ring, [&] {
-    (*ring)->config().next_avail = static_cast<std::uint16_t>(base);
-    (*ring)->config().next_used = static_cast<std::uint16_t>(base);
+  update_ring_locked(*ring, [&] {
+    ring->config().next_avail = static_cast<std::uint16_t>(base);
+    ring->config().next_used = static_cast<std::uint16_t>(base);
   });
   return std::nullopt;
 }
 
 Result<std::optional<Message>> BackendHandler::get_vring_base_locked(const Message& request) {
-  auto state = payload_as<vhost_vring_state>(request, "a vring state");
-  if (!state) {
-    return std::unexpected(std::move(state).error());
+  auto target = vring_state_locked(request);
+  if (!target) {
+    return std::unexpected(std::move(target).error());
   }
-  auto ring = ring_locked((*state)->index, request.request);
-  if (!ring) {
-    return std::unexpected(std::move(ring).error());
-  }
+  const auto [state, ring] = *target;
   // "Stop ring upon receiving VHOST_USER_GET_VRING_BASE": stopping records where the device got to; dropping the kick
   // fd keeps the ring stopped until the frontend starts it again with SET_VRING_KICK (as rust-vmm and DPDK do).
-  update_ring_locked(**ring, [&] { (*ring)->config().kick = Fd(); });
-  return reply(request.request, vhost_vring_state{.index = (*state)->index, .num = (*ring)->config().next_avail});
+  update_ring_locked(*ring, [&] { ring->config().kick = Fd(); });
+  return reply(request.request, vhost_vring_state{.index = state->index, .num = ring->config().next_avail});
 }
 
 Result<std::optional<Message>> BackendHandler::set_vring_fd_locked(Message& request) {
@@ -649,25 +653,22 @@ Result<std::optional<Message>> BackendHandler::set_vring_fd_locked(Message& requ
 }
 
 Result<std::optional<Message>> BackendHandler::set_vring_enable_locked(const Message& request) {
-  auto state = payload_as<vhost_vring_state>(request, "a vring state");
-  if (!state) {
-    return std::unexpected(std::move(state).error());
+  auto target = vring_state_locked(request);
+  if (!target) {
+    return std::unexpected(std::move(target).error());
   }
-  auto ring = ring_locked((*state)->index, request.request);
-  if (!ring) {
-    return std::unexpected(std::move(ring).error());
-  }
-  const unsigned num = (*state)->num;
+  const auto [state, ring] = *target;
+  const unsigned num = state->num;
   if (num > 1) {
     return logic_error("SET_VRING_ENABLE",
-                       fmt::format("vring {}: {} is neither 0 (disable) nor 1 (enable)", (*ring)->index(), num));
+                       fmt::format("vring {}: {} is neither 0 (disable) nor 1 (enable)", ring->index(), num));
   }
   const bool enable = num == 1;
-  const bool now = (*ring)->config().enabled.value_or(enabled_by_default_locked());
+  const bool now = ring->config().enabled.value_or(enabled_by_default_locked());
   if (now == enable) {
-    (*ring)->config().enabled = enable;  // explicit from now on; readiness is unchanged, so nothing restarts
+    ring->config().enabled = enable;  // explicit from now on; readiness is unchanged, so nothing restarts
   } else {
-    update_ring_locked(**ring, [&] { (*ring)->config().enabled = enable; });
+    update_ring_locked(*ring, [&] { ring->config().enabled = enable; });
   }
   return std::nullopt;
 }

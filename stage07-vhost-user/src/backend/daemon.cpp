@@ -218,4 +218,20 @@ int run_daemon_main(Daemon& daemon, std::string_view program, bool once) {
   return status;
 }
 
+int serve_device_main(std::string_view program, const std::string& socket, std::shared_ptr<virtio::VirtioDevice> device,
+                      bool trace, bool once) {
+  BackendOptions options;
+  if (trace) {
+    options.tracer = Tracer(std::string(program), stderr_sink(""));
+  } else {
+    options.warn = stderr_sink(fmt::format("{}: ", program));
+  }
+  auto daemon = Daemon::create(socket, std::move(device), std::move(options));
+  if (!daemon) {
+    fmt::print(stderr, "{}: {}\n", program, daemon.error());
+    return 1;
+  }
+  return run_daemon_main(**daemon, program, once);
+}
+
 }  // namespace vmm::vhost

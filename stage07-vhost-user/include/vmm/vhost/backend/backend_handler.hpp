@@ -10,6 +10,7 @@
 #include <mutex>
 #include <optional>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "vmm/error.hpp"
@@ -166,6 +167,8 @@ class BackendHandler {
 
   // The ring a per-ring request names, or an error naming the request and the index.
   [[nodiscard]] Result<Vring*> ring_locked(std::uint64_t index, Request request);
+  // The vring state a per-ring request carries, and the ring it names.
+  [[nodiscard]] Result<std::pair<const vhost_vring_state*, Vring*>> vring_state_locked(const Message& request);
   // The three areas of `ring` as guest-physical addresses (needs memory, a size and addresses).
   [[nodiscard]] Result<virtio::QueueLayout> translate_locked(const Vring& ring, std::uint16_t num,
                                                              const vhost_vring_addr& addr) const;

@@ -108,6 +108,12 @@ class Daemon {
 /// a signal. Returns the process exit status: 0, or 1 after printing the error on stderr.
 [[nodiscard]] int run_daemon_main(Daemon& daemon, std::string_view program, bool once);
 
+/// @brief The whole of a daemon binary after it built its device: a `Daemon` for `device` on `socket` whose
+/// refusals and device errors go to stderr ("<program>: ..."), or, with `trace`, every message too
+/// (`--trace-vhost-user`), then `run_daemon_main`. Returns the process exit status.
+[[nodiscard]] int serve_device_main(std::string_view program, const std::string& socket,
+                                    std::shared_ptr<virtio::VirtioDevice> device, bool trace, bool once);
+
 /// @brief A `BackendOptions::tracer`/`warn` sink writing "<prefix><line>" to stderr, one whole line per call (lines
 /// from the session thread and the ring workers do not interleave).
 [[nodiscard]] TraceSink stderr_sink(std::string prefix);

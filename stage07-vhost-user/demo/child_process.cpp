@@ -53,6 +53,8 @@ Result<ChildProcess> ChildProcess::spawn(const std::vector<std::string>& argv) {
   // dup2 clears FD_CLOEXEC on the child's copy; everything else of ours stays closed in the child.
   ::posix_spawn_file_actions_adddup2(&actions, write_end.get(), STDOUT_FILENO);
   ::posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+  // Nothing else of ours: descriptors this process inherited without close-on-exec would leak into the child.
+  ::posix_spawn_file_actions_addclosefrom_np(&actions, 3);
   std::vector<char*> args;
   args.reserve(argv.size() + 1);
   for (const auto& arg : argv) {

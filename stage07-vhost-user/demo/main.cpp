@@ -8,6 +8,7 @@
 //   stage07-vhost-user --socket PATH        use a backend that is already listening at PATH
 //   stage07-vhost-user --no-ioeventfd       kicks exit to the VMM, which writes the kick eventfd itself
 //   stage07-vhost-user --no-irqfd           the backend's call fd is the VMM's relay, not the vector's irqfd
+//   stage07-vhost-user --reply-timeout 600  wait longer for each reply (a backend stopped in gdb)
 #include <fmt/format.h>
 #include <unistd.h>
 #include <CLI/CLI.hpp>
@@ -60,6 +61,10 @@ int main(int argc, char** argv) {
   app.add_flag("--no-irqfd", no_irqfd, "Give the backend the VMM's relay eventfd as call fd, not the irqfd");
   app.add_flag("--show-bytes", show_bytes, "Let the guest print the random bytes it gets");
   app.add_flag("--trace", trace, "Print every KVM exit to stderr as it happens");
+  double reply_timeout = 5;
+  app.add_option("--reply-timeout", reply_timeout,
+                 "Seconds the frontend waits for each backend reply (raise it to step through a backend in gdb)")
+      ->check(CLI::PositiveNumber);
   CLI11_PARSE(app, argc, argv);
 
   // The backend: a daemon of our own on a socket in a private directory, unless one was named.
@@ -106,6 +111,7 @@ int main(int argc, char** argv) {
   config.frontend.device_type = VIRTIO_ID_RNG;
   config.frontend.queues = 1;
   config.frontend.queue_size = 256;
+  config.frontend.reply_timeout = std::chrono::milliseconds(static_cast<std::int64_t>(reply_timeout * 1000));
   if (trace_vhost_user) {
     config.frontend.tracer = vhost::Tracer("frontend", [](std::string_view line) { fmt::print(stderr, "{}\n", line); });
   }

@@ -52,10 +52,16 @@ Result<std::unique_ptr<VhostUserVm>> VhostUserVm::create(const GuestImage& image
 
   if (config.irqfd) {
     // The backend's call fd for queue q is the irqfd of the vector the driver chose for q: the backend's write
-    // becomes an MSI inside KVM. No vector (or MSI-X off): nullptr, and the frontend relays through the transport.
+    // becomes an MSI inside KVM. Only while that vector has a route, i.e. MSI-X is on and neither the function nor
+    // the vector is masked; otherwise nullptr, and the frontend relays through the transport, which sets the PBA bit
+    // of a masked vector instead of losing the interrupt.
     self->frontend_->set_call_source([self](std::uint16_t queue) -> const event::EventFd* {
       const auto vector = self->transport_->queue_msix_vector(queue);
-      if (!vector || *vector == VIRTIO_MSI_NO_VECTOR || !self->transport_->msix().enabled()) {
+      if (!vector || *vector == VIRTIO_MSI_NO_VECTOR) {
+        return nullptr;
+      }
+      const auto route = self->msi_->routes().route(*vector);
+      if (!route || !route->message) {
         return nullptr;
       }
       return self->msi_->routes().irqfd(*vector);
@@ -95,11 +101,15 @@ VhostUserVm::~VhostUserVm() {
   }
   pci_->stop();
   // Everything below refers to the VM, which pci_ owns: take it apart while the VM still exists. Stop the rings
-  // first (the backend answers GET_VRING_BASE and stops writing the irqfds), then the ioeventfds, the table's
-  // observer into the routes, and the routes and irqfds themselves.
+  // first: the backend answers GET_VRING_BASE and stops writing the irqfds, and the frontend's event thread, which
+  // may be reporting a hang-up through the transport (needs_reset -> configuration interrupt -> MSI) this very
+  // moment, is done with the activation when reset returns. (The transport resets its device again when the root
+  // lets it go; on an idle frontend that does nothing.) Then the ioeventfds, the table's observer into the routes,
+  // and the routes and irqfds themselves.
   pci_->root().set_bar_observer(nullptr);
   if (frontend_) {
     frontend_->set_call_source(nullptr);
+    frontend_->reset();
   }
   if (transport_) {
     transport_->msix().set_observer(nullptr);

@@ -20,6 +20,12 @@ Loaded by labs/gdb/vmm-gdb (gdb -iex "source vmmlab.py"). Each stage adds what i
            request), QueueCounters / QueueCountersSnapshot, and the kernel's vring_desc and vring_used_elem
            commands: vmm vq [EXPR] (a split virtqueue decoded from guest memory: the available ring, the used ring,
            the event indices, the descriptors of the recent chains, the queue's counters)
+  stage07  printers: vmm::vhost::Message (request by name, flags, the payload decoded, the fds with what each one
+           is), MemoryRegion, MemoryTable, BackendMemoryTable, and the kernel's vhost_vring_state / vhost_vring_addr
+           commands: vmm vhost-mem [EXPR] (a backend's memory table: each region's guest-physical range, the
+           frontend's address, the fd and offset it was mapped from, and where it sits in this process),
+           vmm vhost-fds [PID...] (the eventfds of this process and of other processes, matched by the kernel's
+           eventfd id: the same eventfd seen from the VMM and from its backend)
 """
 
 import errno
@@ -798,6 +804,239 @@ class SplitQueuePrinter:
             int(v["next_used_"]))
 
 
+# ---------------------------------------------------------------------------------------------------------------------
+# stage07: vhost-user
+
+# The device-independent virtio feature bits and vhost-user's bit 30 (stage07's describe.cpp has the same list).
+VIRTIO_FEATURE_NAMES = {24: "NOTIFY_ON_EMPTY", 26: "LOG_ALL", 27: "ANY_LAYOUT", 28: "INDIRECT_DESC", 29: "EVENT_IDX",
+                        30: "PROTOCOL_FEATURES", 32: "VERSION_1", 33: "ACCESS_PLATFORM", 34: "RING_PACKED",
+                        35: "IN_ORDER", 36: "ORDER_PLATFORM", 37: "SR_IOV", 38: "NOTIFICATION_DATA", 40: "RING_RESET"}
+# vhost-user.rst's VHOST_USER_PROTOCOL_F_* by bit.
+VHOST_PROTOCOL_FEATURE_NAMES = ("MQ", "LOG_SHMFD", "RARP", "REPLY_ACK", "NET_MTU", "BACKEND_REQ", "CROSS_ENDIAN",
+                                "CRYPTO_SESSION", "PAGEFAULT", "CONFIG", "BACKEND_SEND_FD", "HOST_NOTIFIER",
+                                "INFLIGHT_SHMFD", "RESET_DEVICE", "INBAND_NOTIFICATIONS", "CONFIGURE_MEM_SLOTS",
+                                "STATUS", "XEN_MMAP", "SHARED_OBJECT", "DEVICE_STATE")
+VHOST_USER_VERSION, VHOST_USER_REPLY, VHOST_USER_NEED_REPLY = 0x1, 0x4, 0x8
+
+
+def _bit_list(value, name_of):
+    """The set bits of `value` by name, in bit order ("bitN" for unnamed ones)."""
+    return " ".join(name_of(b) or "bit%d" % b for b in range(64) if value >> b & 1)
+
+
+def vhost_request_name(request):
+    """"SET_VRING_ADDR" for vmm::vhost::Request::SetVringAddr (the spec's name without VHOST_USER_), from the
+    enumerator's name; "REQUEST_77" for a number the enum does not name."""
+    text = str(request)
+    name = text.split("::")[-1]
+    if not re.match(r"^[A-Z][A-Za-z]*$", name):
+        return "REQUEST_%d" % int(request)
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).upper()
+
+
+def _vhost_u64_text(request, value, reply):
+    if request in ("GET_FEATURES", "SET_FEATURES"):
+        names = _bit_list(value, VIRTIO_FEATURE_NAMES.get)
+    elif request in ("GET_PROTOCOL_FEATURES", "SET_PROTOCOL_FEATURES"):
+        names = _bit_list(value, lambda b: VHOST_PROTOCOL_FEATURE_NAMES[b] if b < len(VHOST_PROTOCOL_FEATURE_NAMES)
+                          else None)
+    elif request in ("GET_QUEUE_NUM", "GET_MAX_MEM_SLOTS"):
+        return "u64=%d" % value
+    elif request in ("SET_VRING_KICK", "SET_VRING_CALL", "SET_VRING_ERR") and not reply:
+        return "index=%d%s" % (value & 0xff, " nofd" if value & 0x100 else "")
+    elif reply:
+        return "ack=%d (%s)" % (value, "success" if value == 0 else "failure")
+    else:
+        return "u64=%#x" % value
+    return "u64=%#x (%s)" % (value, names) if names else "u64=%#x" % value
+
+
+def _vhost_region_text(region):
+    return "gpa=%#x size=%#x uaddr=%#x off=%#x" % (int(region["guest_phys_addr"]), int(region["memory_size"]),
+                                                   int(region["userspace_addr"]), int(region["mmap_offset"]))
+
+
+def _vring_addr_text(addr):
+    return "index=%d flags=%#x desc=%#x used=%#x avail=%#x log=%#x" % (
+        int(addr["index"]), int(addr["flags"]), int(addr["desc_user_addr"]), int(addr["used_user_addr"]),
+        int(addr["avail_user_addr"]), int(addr["log_guest_addr"]))
+
+
+def _vhost_payload_text(request, payload, reply):
+    """The payload of a vmm::vhost::Message (a std::variant), as --trace-vhost-user shows it."""
+    alternative = _variant_alternative(payload)
+    if alternative is None:
+        return "(valueless)"
+    kind = alternative.type.strip_typedefs().unqualified()
+    name = kind.name or ""
+    if name == "std::monostate":
+        return ""
+    if kind.code == gdb.TYPE_CODE_INT:
+        return _vhost_u64_text(request, int(alternative), reply)
+    if name == "vhost_vring_state":
+        return "index=%d num=%d" % (int(alternative["index"]), int(alternative["num"]))
+    if name == "vhost_vring_addr":
+        return _vring_addr_text(alternative)
+    if name == "vmm::vhost::MemoryTable":
+        regions = _vector_elements(alternative["regions"], limit=64) or []
+        text = "%d region%s" % (len(regions), "" if len(regions) == 1 else "s")
+        return text + (": " + "; ".join(_vhost_region_text(r) for r in regions) if regions else "")
+    if name == "vmm::vhost::SingleMemoryRegion":
+        return _vhost_region_text(alternative["region"])
+    if name == "vmm::vhost::DeviceConfig":
+        count = len(_vector_elements(alternative["bytes"], limit=4096) or [])
+        return "offset=%d size=%d flags=%#x" % (int(alternative["offset"]), count, int(alternative["flags"]))
+    return alternative.format_string()
+
+
+def _fd_list_text(fds):
+    """"fds=[12 -> anon_inode:[eventfd]]" for a std::vector<vmm::Fd> ("" when empty)."""
+    numbers = [int(fd["fd_"]) for fd in (_vector_elements(fds, limit=64) or [])]
+    if not numbers:
+        return ""
+    return "fds=[%s]" % ", ".join("%d -> %s" % (n, _fd_target(n)) if n >= 0 else "empty" for n in numbers)
+
+
+class VhostMessagePrinter:
+    """vmm::vhost::Message: `Message {SET_VRING_KICK need_reply index=0 fds=[25 -> anon_inode:[eventfd]]}`: the
+    request by name, the flags (reply, need_reply; the raw word if the version is not 1), the payload decoded as
+    --trace-vhost-user shows it, and each fd with what it is in the process being debugged."""
+
+    def __init__(self, val):
+        self.val = val
+
+    def to_string(self):
+        v = self.val
+        try:
+            request = vhost_request_name(v["request"])
+            flags = int(v["flags"])
+            reply = bool(flags & VHOST_USER_REPLY)
+            parts = [request]
+            if reply:
+                parts.append("reply")
+            if flags & VHOST_USER_NEED_REPLY:
+                parts.append("need_reply")
+            if flags & 0x3 != VHOST_USER_VERSION or flags & ~0xf:
+                parts.append("flags=%#x" % flags)
+            payload = _vhost_payload_text(request, v["payload"], reply)
+            if payload:
+                parts.append(payload)
+            fds = _fd_list_text(v["fds"])
+            if fds:
+                parts.append(fds)
+        except (gdb.error, gdb.MemoryError, RuntimeError, IndexError):
+            return "Message {not initialised yet}"
+        return "Message {%s}" % " ".join(parts)
+
+
+class VhostMemoryRegionPrinter:
+    """vmm::vhost::MemoryRegion: `MemoryRegion {gpa [0x0, 0x1000000) 16 MiB, uaddr 0x7fffe7e00000, mmap_offset 0x0}`
+    (the three addresses of one region: the guest's, the frontend's, and the offset in the region's fd)."""
+
+    def __init__(self, val):
+        self.val = val
+
+    def to_string(self):
+        v = self.val
+        gpa, size = int(v["guest_phys_addr"]), int(v["memory_size"])
+        return "MemoryRegion {gpa [%#x, %#x) %s, uaddr %#x, mmap_offset %#x}" % (
+            gpa, gpa + size, format_size(size), int(v["userspace_addr"]), int(v["mmap_offset"]))
+
+
+class VhostMemoryTablePrinter:
+    """vmm::vhost::MemoryTable (SET_MEM_TABLE's payload): `MemoryTable {1 region}`, the regions as children."""
+
+    def __init__(self, val):
+        self.val = val
+        self.regions = _vector_elements(val["regions"], limit=64)
+
+    def to_string(self):
+        if self.regions is None:
+            return "MemoryTable {not initialised yet}"
+        n = len(self.regions)
+        return "MemoryTable {%d region%s}" % (n, "" if n == 1 else "s")
+
+    def children(self):
+        for i, region in enumerate(self.regions or []):
+            yield "[%d]" % i, region
+
+    def display_hint(self):
+        return "array"
+
+
+def _backend_table_rows(table):
+    """For a vmm::vhost::BackendMemoryTable: one dict per region (sorted by guest-physical address), joining what the
+    frontend said (gpa, size, uaddr, mmap_offset) with what the backend did (the fd it kept, the address of its own
+    mapping); None when the table does not look constructed."""
+    regions = _vector_elements(table["regions_"], limit=256)
+    memory = _deref_all(table["memory_"])
+    if regions is None or memory is None:
+        return None
+    mapped = {}
+    for region in _vector_elements(memory["regions_"], limit=256) or []:
+        start, size, host, _, _ = _region_fields(region)
+        mapped[start] = (host, int(region["fd_"]["fd_"]), int(region["file_offset_"]))
+    rows = []
+    for r in regions:
+        gpa = int(r["guest_phys_addr"])
+        host, fd, offset = mapped.get(gpa, (0, -1, 0))
+        rows.append({"gpa": gpa, "size": int(r["memory_size"]), "uaddr": int(r["userspace_addr"]),
+                     "mmap_offset": int(r["mmap_offset"]), "host": host, "fd": fd, "file_offset": offset})
+    return rows
+
+
+class BackendMemoryTablePrinter:
+    """vmm::vhost::BackendMemoryTable: `BackendMemoryTable {1 region, 16 MiB}`, the regions (as the frontend
+    described them) as children. `vmm vhost-mem` shows the fds and the backend's own mappings as well."""
+
+    def __init__(self, val):
+        self.val = val
+        try:
+            self.regions = _vector_elements(val["regions_"], limit=256)
+        except (gdb.error, RuntimeError):
+            self.regions = None
+
+    def to_string(self):
+        if self.regions is None:
+            return "BackendMemoryTable {not initialised yet}"
+        n = len(self.regions)
+        if n == 0:
+            return "BackendMemoryTable {empty}"
+        total = sum(int(r["memory_size"]) for r in self.regions)
+        return "BackendMemoryTable {%d region%s, %s}" % (n, "" if n == 1 else "s", format_size(total))
+
+    def children(self):
+        for i, region in enumerate(self.regions or []):
+            yield "[%d]" % i, region
+
+    def display_hint(self):
+        return "array"
+
+
+class VhostVringStatePrinter:
+    """struct vhost_vring_state: `{index 0, num 256}`."""
+
+    def __init__(self, val):
+        self.val = val
+
+    def to_string(self):
+        return "{index %d, num %d}" % (int(self.val["index"]), int(self.val["num"]))
+
+
+class VhostVringAddrPrinter:
+    """struct vhost_vring_addr: `{index 0, flags 0x0, desc 0x7f.., used 0x7f.., avail 0x7f.., log 0x0}` (the ring
+    areas as the frontend's virtual addresses)."""
+
+    def __init__(self, val):
+        self.val = val
+
+    def to_string(self):
+        v = self.val
+        return "{index %d, flags %#x, desc %#x, used %#x, avail %#x, log %#x}" % (
+            int(v["index"]), int(v["flags"]), int(v["desc_user_addr"]), int(v["used_user_addr"]),
+            int(v["avail_user_addr"]), int(v["log_guest_addr"]))
+
+
 def build_printers():
     pp = gdb.printing.RegexpCollectionPrettyPrinter("vmmlab")
     pp.add_printer("kvm_run", "^kvm_run$", KvmRunPrinter)
@@ -825,6 +1064,12 @@ def build_printers():
     pp.add_printer("DescriptorChain", "^vmm::virtio::DescriptorChain$", DescriptorChainPrinter)
     pp.add_printer("QueueCounters", "^vmm::virtio::QueueCounters(Snapshot)?$", QueueCountersPrinter)
     pp.add_printer("SplitQueue", "^vmm::virtio::SplitQueue$", SplitQueuePrinter)
+    pp.add_printer("vhost::Message", "^vmm::vhost::Message$", VhostMessagePrinter)
+    pp.add_printer("vhost::MemoryRegion", "^vmm::vhost::MemoryRegion$", VhostMemoryRegionPrinter)
+    pp.add_printer("vhost::MemoryTable", "^vmm::vhost::MemoryTable$", VhostMemoryTablePrinter)
+    pp.add_printer("vhost::BackendMemoryTable", "^vmm::vhost::BackendMemoryTable$", BackendMemoryTablePrinter)
+    pp.add_printer("vhost_vring_state", "^vhost_vring_state$", VhostVringStatePrinter)
+    pp.add_printer("vhost_vring_addr", "^vhost_vring_addr$", VhostVringAddrPrinter)
     return pp
 
 
@@ -846,8 +1091,8 @@ gdb.events.new_objfile.connect(_on_new_objfile)
 # Commands
 
 class VmmPrefix(gdb.Command):
-    """vmmlab commands: vmm exit-name, vmm fds, vmm regs, vmm kvm-run, vmm memmap, vmm bus, vmm pci, vmm vq (and more
-    in later stages)."""
+    """vmmlab commands: vmm exit-name, vmm fds, vmm regs, vmm kvm-run, vmm memmap, vmm bus, vmm pci, vmm vq,
+    vmm vhost-mem, vmm vhost-fds (and more in later stages)."""
 
     def __init__(self):
         super().__init__("vmm", gdb.COMMAND_USER, prefix=True)
@@ -1629,6 +1874,174 @@ class VmmVq(gdb.Command):
         _print_vq(queue, where)
 
 
+# ---------------------------------------------------------------------------------------------------------------------
+# stage07: vhost-user commands
+
+def _backend_table_from(val):
+    """(BackendMemoryTable, how it was reached) for a BackendMemoryTable, a BackendHandler (its memory_), a Daemon
+    (its handler's), or a pointer / smart pointer / reference to one; None otherwise."""
+    val = _deref_all(val)
+    if val is None:
+        return None
+    name = val.type.strip_typedefs().unqualified().name or ""
+    if name == "vmm::vhost::BackendMemoryTable":
+        return val, ""
+    if name == "vmm::vhost::BackendHandler":
+        return val["memory_"], "its memory_"
+    if name == "vmm::vhost::Daemon":
+        handler = _deref_all(val["handler_"])
+        return (handler["memory_"], "its handler's memory_") if handler is not None else None
+    return None
+
+
+def _maps_line(pid, address):
+    """The permissions and the file of the /proc/PID/maps line that starts at `address` ("rw-s /memfd:..."), or
+    None."""
+    try:
+        with open("/proc/%d/maps" % pid) as maps:
+            for line in maps:
+                fields = line.split(None, 5)
+                if int(fields[0].split("-")[0], 16) == address:
+                    return "%s %s" % (fields[1], fields[5].strip() if len(fields) > 5 else "(anonymous)")
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+class VmmVhostMem(gdb.Command):
+    """vmm vhost-mem [EXPR]: a vhost-user backend's memory table, one region per line: the guest-physical range,
+    the frontend's virtual address (what ring addresses use), the fd the region was mapped from with what it is and
+    the offset in it, and where the mapping sits in this process (with its /proc/PID/maps permissions and file):
+
+      region 0: gpa [0x0, 0x1000000) 16 MiB, frontend uaddr 0x7fffe6e00000, fd 12 -> /memfd:vmmlab-guest-ram
+                (deleted) at offset 0x0, mapped here at 0x7ffff5c00000 (rw-s /memfd:vmmlab-guest-ram (deleted))
+
+    EXPR is a vmm::vhost::BackendMemoryTable, a BackendHandler or a Daemon (or a pointer, smart pointer or reference
+    to one). Without EXPR, the nearest one in the selected frame and its callers (`this`, arguments, locals). Reads
+    memory only: no C++ is called, so it works with the handler's lock held."""
+
+    def __init__(self):
+        super().__init__("vmm vhost-mem", gdb.COMMAND_USER, gdb.COMPLETE_EXPRESSION)
+
+    def invoke(self, arg, from_tty):
+        arg = arg.strip()
+        found = None
+        if arg:
+            found = _backend_table_from(gdb.parse_and_eval(arg))
+            if found is None:
+                raise gdb.GdbError("vmm vhost-mem: %s is not a BackendMemoryTable, BackendHandler or Daemon" % arg)
+            table, where = found[0], "`%s`%s" % (arg, " (%s)" % found[1] if found[1] else "")
+        else:
+            frame = gdb.selected_frame()
+            while frame is not None and found is None:
+                for name, val in _frame_values(frame):
+                    try:
+                        found = _backend_table_from(val)
+                    except (gdb.error, gdb.MemoryError, RuntimeError):
+                        found = None
+                    if found is not None:
+                        table = found[0]
+                        where = "`%s`%s in frame #%d (%s)" % (name, " (%s)" % found[1] if found[1] else "",
+                                                                frame.level(), frame.name() or "??")
+                        break
+                frame = frame.older()
+            if found is None:
+                raise gdb.GdbError("vmm vhost-mem: no BackendMemoryTable, BackendHandler or Daemon in this frame or "
+                                   "its callers: give one, e.g. `vmm vhost-mem this->memory_`")
+        rows = _backend_table_rows(table)
+        if rows is None:
+            raise gdb.GdbError("vmm vhost-mem: the table is not constructed yet")
+        total = sum(r["size"] for r in rows)
+        print("vhost-user memory table %s: %d region%s, %s" % (where, len(rows), "" if len(rows) == 1 else "s",
+                                                              format_size(total)))
+        pid = gdb.selected_inferior().pid
+        for i, r in enumerate(rows):
+            maps = _maps_line(pid, r["host"]) if r["host"] else None
+            print("region %d: gpa [%#x, %#x) %s, frontend uaddr %#x, fd %d -> %s at offset %#x, mapped here at %#x%s"
+                  % (i, r["gpa"], r["gpa"] + r["size"], format_size(r["size"]), r["uaddr"], r["fd"],
+                     _fd_target(r["fd"]), r["mmap_offset"], r["host"], " (%s)" % maps if maps else ""))
+
+
+def _eventfd_ids(pid):
+    """{fd number: (eventfd id, count)} for the eventfds of process `pid` (from /proc/PID/fd and fdinfo)."""
+    out = {}
+    try:
+        names = os.listdir("/proc/%d/fd" % pid)
+    except OSError:
+        return out
+    for name in names:
+        try:
+            if os.readlink("/proc/%d/fd/%s" % (pid, name)) != "anon_inode:[eventfd]":
+                continue
+            fields = {}
+            with open("/proc/%d/fdinfo/%s" % (pid, name)) as info:
+                for line in info:
+                    key, _, value = line.partition(":")
+                    fields[key.strip()] = value.strip()
+            if "eventfd-id" in fields:
+                out[int(name)] = (int(fields["eventfd-id"]), int(fields.get("eventfd-count", "0"), 16))
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def _children_of(pid):
+    """The PIDs whose parent is `pid` (from /proc/*/stat)."""
+    children = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry) as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:
+                children.append(int(entry))
+        except (OSError, ValueError, IndexError):
+            continue
+    return sorted(children)
+
+
+def _comm(pid):
+    try:
+        with open("/proc/%d/comm" % pid) as comm:
+            return comm.read().strip()
+    except OSError:
+        return "?"
+
+
+class VmmVhostFds(gdb.Command):
+    """vmm vhost-fds [PID...]: the eventfds of the process being debugged next to those of other processes (by
+    default its children: the vhost-user daemon a VMM started), matched by the kernel's eventfd id. An eventfd passed
+    over a unix socket (SCM_RIGHTS) is the same kernel object on both sides, with the same id and counter, under
+    different fd numbers:
+
+      eventfd id 12 (count 0): stage07-vhost-u fd 17, 23 | vhost-user-rng fd 9
+
+    Eventfds only one process holds are listed after the shared ones, marked "(only NAME)". Reads /proc only."""
+
+    def __init__(self):
+        super().__init__("vmm vhost-fds", gdb.COMMAND_USER)
+
+    def invoke(self, arg, from_tty):
+        own = gdb.selected_inferior().pid
+        others = [int(word) for word in arg.split()] if arg.strip() else _children_of(own)
+        processes = [own] + [p for p in others if p != own]
+        by_id = {}
+        for pid in processes:
+            for fd, (ident, count) in sorted(_eventfd_ids(pid).items()):
+                entry = by_id.setdefault(ident, {"count": count, "holders": {}})
+                entry["holders"].setdefault(pid, []).append(fd)
+        print("eventfds of %s" % ", ".join("%s (pid %d)" % (_comm(p), p) for p in processes))
+        shared = [i for i in sorted(by_id) if len(by_id[i]["holders"]) > 1]
+        alone = [i for i in sorted(by_id) if len(by_id[i]["holders"]) == 1]
+        for ident in shared + alone:
+            entry = by_id[ident]
+            holders = " | ".join("%s fd %s" % (_comm(pid), ", ".join(str(fd) for fd in entry["holders"][pid]))
+                                 for pid in processes if pid in entry["holders"])
+            alone_note = "" if ident in shared else " (only %s)" % _comm(next(iter(entry["holders"])))
+            print("eventfd id %d (count %d): %s%s" % (ident, entry["count"], holders, alone_note))
+
+
 VmmPrefix()
 VmmExitName()
 VmmFds()
@@ -1638,3 +2051,5 @@ VmmMemmap()
 VmmBus()
 VmmPci()
 VmmVq()
+VmmVhostMem()
+VmmVhostFds()

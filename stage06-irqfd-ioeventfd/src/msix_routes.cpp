@@ -59,6 +59,14 @@ Result<void> MsixRoutes::attach(pci::MsixTable& table) {
       std::lock_guard lock(mutex_);
       last_error_ = rc.error();
     }
+    std::function<void(std::uint16_t)> listener;
+    {
+      std::lock_guard lock(mutex_);
+      listener = listener_;
+    }
+    if (listener) {
+      listener(vector);
+    }
   });
   // The table may already hold a programmed, unmasked vector (attached late, or after a reset of the routes).
   for (std::uint16_t v = 0; v < vectors(); ++v) {
@@ -67,6 +75,11 @@ Result<void> MsixRoutes::attach(pci::MsixTable& table) {
     }
   }
   return {};
+}
+
+void MsixRoutes::set_listener(std::function<void(std::uint16_t vector)> listener) {
+  std::lock_guard lock(mutex_);
+  listener_ = std::move(listener);
 }
 
 Result<void> MsixRoutes::sync(std::uint16_t vector) {

@@ -312,6 +312,27 @@ TEST_F(MsixRoutesTest, MaskRemovesTheRouteAndUnmaskRestoresItAndReleasesThePendi
   EXPECT_EQ(recorder.tables.size(), 3u);
 }
 
+TEST_F(MsixRoutesTest, TheListenerHearsEachChangeAfterTheRouteFollowedIt) {
+  // What each call saw: the vector, and whether its route was already in place (stage07 re-points a vhost-user
+  // backend's call fd from here, so it must see the new state).
+  std::vector<std::pair<std::uint16_t, bool>> heard;
+  routes->set_listener(
+      [&](std::uint16_t vector) { heard.emplace_back(vector, routes->route(vector)->message.has_value()); });
+  table->set_control(PCI_MSIX_FLAGS_ENABLE);
+  EXPECT_EQ(heard.size(), 4u) << "Enable changed: every vector";
+  heard.clear();
+  program(*table, 2, 0xfee0'0000, 0x30);
+  mask(*table, 2, false);
+  ASSERT_FALSE(heard.empty());
+  EXPECT_EQ(heard.back(), std::pair(std::uint16_t{2}, true)) << "unmasked: routed before the listener runs";
+  mask(*table, 2, true);
+  EXPECT_EQ(heard.back(), std::pair(std::uint16_t{2}, false)) << "masked: the route is gone when it runs";
+  routes->set_listener(nullptr);
+  const auto before = heard.size();
+  mask(*table, 2, false);
+  EXPECT_EQ(heard.size(), before) << "removed: not called any more";
+}
+
 TEST_F(MsixRoutesTest, ReprogrammingAVectorReplacesItsRoute) {
   table->set_control(PCI_MSIX_FLAGS_ENABLE);
   program(*table, 2, 0xfee0'0000, 0x30);

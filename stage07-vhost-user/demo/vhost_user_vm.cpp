@@ -66,6 +66,19 @@ Result<std::unique_ptr<VhostUserVm>> VhostUserVm::create(const GuestImage& image
       }
       return self->msi_->routes().irqfd(*vector);
     });
+    // The guest may mask or unmask a vector while the backend holds its irqfd: follow it, as QEMU does. Masking
+    // removes the route, and the backend gets the relay (the transport then keeps the interrupt pending in the PBA);
+    // unmasking gives it the irqfd back. This runs on the vCPU thread that wrote the table, before the table delivers
+    // what an unmask released.
+    self->msi_->routes().set_listener([self](std::uint16_t vector) {
+      for (std::uint16_t q = 0; q < self->frontend_->queue_count(); ++q) {
+        if (self->transport_->queue_msix_vector(q) == vector) {
+          if (auto rc = self->frontend_->update_call(q); !rc) {
+            self->call_errors_.fetch_add(1, std::memory_order_relaxed);
+          }
+        }
+      }
+    });
   }
 
   if (auto rc = machine->pci_->root().add_device(machine->transport_, kVhostUserSlot); !rc) {
@@ -110,6 +123,9 @@ VhostUserVm::~VhostUserVm() {
   if (frontend_) {
     frontend_->set_call_source(nullptr);
     frontend_->reset();
+  }
+  if (msi_) {
+    msi_->routes().set_listener(nullptr);
   }
   if (transport_) {
     transport_->msix().set_observer(nullptr);

@@ -4,6 +4,7 @@
 ///        whose queues a vhost-user backend in another process serves: the transport stays in the VMM, the rings
 ///        move out. Kicks reach the backend through ioeventfds, its interrupts reach the guest through irqfds.
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -69,11 +70,14 @@ class VhostUserVm {
   [[nodiscard]] const machine::ExitCounters& exits() const noexcept { return *exits_; }
   /// @brief The kicks that reached the VMM as MMIO exits (0 with ioeventfds).
   [[nodiscard]] std::uint64_t notify_exits() const;
+  /// @brief Times re-pointing a backend's call fd after an MSI-X change failed (the frontend keeps the error).
+  [[nodiscard]] std::uint64_t call_errors() const noexcept { return call_errors_.load(std::memory_order_relaxed); }
 
  private:
   VhostUserVm() = default;
 
   std::unique_ptr<machine::ExitCounters> exits_ = std::make_unique<machine::ExitCounters>();
+  std::atomic<std::uint64_t> call_errors_{0};
   std::shared_ptr<stage06::IrqfdMsi> msi_;
   std::shared_ptr<vhost::VhostUserFrontend> frontend_;
   std::unique_ptr<virtio::NotifyIoeventfds> ioeventfds_;

@@ -324,6 +324,59 @@ TEST_F(VhostUserFrontendTest, TheCallFdIsTheCallSourcesEventfdWhenOneIsSet) {
   EXPECT_EQ(driver().read_isr(), 0u);
 }
 
+TEST_F(VhostUserFrontendTest, UpdateCallFollowsTheCallSourceAndRaisesOneInterruptWhenItFallsBackToTheRelay) {
+  // What VhostUserVm does when the guest masks the queue's vector: the irqfd loses its route, so the backend must
+  // write the relay instead (the transport then keeps the interrupt pending), and get the irqfd back on unmask.
+  auto frontend = connect_to(FakeBackendScript{});
+  ASSERT_TRUE(frontend);
+  auto irqfd = event::EventFd::create();
+  ASSERT_TRUE(irqfd);
+  bool routed = true;
+  frontend->set_call_source([&](std::uint16_t) -> const event::EventFd* { return routed ? &*irqfd : nullptr; });
+  ASSERT_TRUE(make_transport(memfd_memory()));
+  driver().program_vector(1, 0xfee01000, 0x41);
+  driver().enable_msix();
+  ASSERT_TRUE(start_driver({}, [&] { EXPECT_EQ(driver().set_queue_vector(0, 1), 1); }));
+  ASSERT_EQ(backend().count(Request::SetVringCall), 1u);
+
+  ASSERT_TRUE(frontend->update_call(0));
+  EXPECT_EQ(backend().count(Request::SetVringCall), 1u) << "same answer: nothing sent";
+
+  routed = false;  // masked
+  ASSERT_TRUE(frontend->update_call(0));
+  ASSERT_TRUE(backend().wait_for(Request::SetVringCall, 2));
+  EXPECT_EQ(frontend->stats().call_switches, 1u);
+  // The stand-in interrupt for whatever reached the dead irqfd: one relayed signal, as the MSI-X message.
+  ASSERT_TRUE(testing::eventually([&] { return frontend->stats().relayed_interrupts == 1; }));
+  ASSERT_TRUE(testing::eventually([&] { return sink().signals().size() == 1; }));
+  // And the new call fd is the relay: a backend write is relayed too.
+  const Received& relay = backend().at(Request::SetVringCall, 1);
+  ASSERT_EQ(relay.fds.size(), 1u);
+  ASSERT_TRUE(testing::write_eventfd(relay.fds[0].get(), 1));
+  ASSERT_TRUE(testing::eventually([&] { return frontend->stats().relayed_interrupts == 2; }));
+
+  routed = true;  // unmasked
+  ASSERT_TRUE(frontend->update_call(0));
+  ASSERT_TRUE(backend().wait_for(Request::SetVringCall, 3));
+  const Received& back = backend().at(Request::SetVringCall, 2);
+  ASSERT_EQ(back.fds.size(), 1u);
+  ASSERT_TRUE(testing::write_eventfd(back.fds[0].get(), 1));
+  auto read = irqfd->read();
+  ASSERT_TRUE(read);
+  EXPECT_EQ(*read, std::optional<std::uint64_t>(1)) << "the irqfd again";
+  EXPECT_EQ(frontend->stats().call_switches, 2u);
+  EXPECT_EQ(frontend->stats().relayed_interrupts, 2u);
+}
+
+TEST_F(VhostUserFrontendTest, UpdateCallDoesNothingWhileIdle) {
+  auto frontend = connect_to(FakeBackendScript{});
+  ASSERT_TRUE(frontend);
+  ASSERT_TRUE(frontend->update_call(0));
+  ASSERT_TRUE(frontend->update_call(7)) << "no such queue: nothing to do";
+  EXPECT_EQ(backend().count(Request::SetVringCall), 0u);
+  EXPECT_EQ(frontend->stats().call_switches, 0u);
+}
+
 TEST_F(VhostUserFrontendTest, TheRelayCallFdRaisesTheTransportsInterrupt) {
   auto frontend = connect_to(FakeBackendScript{});
   ASSERT_TRUE(frontend);

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <array>
 #include <thread>
 
 #include "vhost_user_guest_run.hpp"
@@ -70,6 +71,39 @@ TEST(VhostUserVm, WithoutIoeventfdsKicksExitAndAreForwarded) {
   EXPECT_EQ(run.requests, kRequests);
   EXPECT_EQ(run.notify_exits, run.guest_kicks) << "every kick exited to the VMM";
   EXPECT_EQ(run.frontend.fallback_kicks, run.guest_kicks) << "and the frontend wrote the kick eventfd for each";
+}
+
+TEST(VhostUserVm, MaskingTheQueuesVectorMidRunLosesNoInterrupt) {
+  // While the vector is masked its irqfd has no route: the backend is re-pointed at the VMM's relay (the interrupt
+  // waits in the PBA) and back at the irqfd on unmask. Without that, an interrupt sent while masked would be lost and
+  // the guest, waiting for it, would never finish.
+  VMMLAB_REQUIRE_KVM();
+  DaemonUnderTest daemon;
+  vu::start_daemon(daemon, VMMLAB_VHOST_USER_RNG);
+  vmm::testing::GuestConsole console;
+  auto vm = VhostUserVm::create(
+      guest::virtio_rng(), console.sink(), [&console](std::uint32_t s) { console.exited(s); },
+      vu::rng_config(daemon.socket));
+  ASSERT_TRUE(vm) << vm.error().message();
+  auto& machine = **vm;
+  ASSERT_TRUE(machine.start([](const Result<machine::VcpuOutcome>&) {}));
+  ASSERT_TRUE(console.wait([](vmm::testing::GuestConsole& c) {
+    return c.output.find("phase 1:") != std::string::npos;
+  })) << console.text();
+
+  // Vector 1 (the queue's) through the MSI-X table in BAR2, as the guest would: Vector Control, bit 0.
+  const std::uint64_t control = virtio::VirtioPciDevice::kMsixTableOffset + 16 * 1 + 12;
+  const std::array<std::uint8_t, 4> masked{1, 0, 0, 0};
+  const std::array<std::uint8_t, 4> unmasked{0, 0, 0, 0};
+  machine.transport().bar_write(virtio::VirtioPciDevice::kMsixBar, control, masked);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // the guest runs (and waits) with the vector masked
+  machine.transport().bar_write(virtio::VirtioPciDevice::kMsixBar, control, unmasked);
+
+  EXPECT_TRUE(console.wait_for_exit()) << "the guest stalled: an interrupt was lost\n" << console.text();
+  machine.stop();
+  EXPECT_EQ(console.exit_status.value_or(0xffff'ffff), 0u) << console.text();
+  EXPECT_GE(machine.frontend().stats().call_switches, 1u) << "the backend's call fd followed the mask";
+  EXPECT_EQ(machine.call_errors(), 0u);
 }
 
 TEST(VhostUserVm, BackendKilledMidRunSetsNeedsResetAndTheVmmSurvives) {

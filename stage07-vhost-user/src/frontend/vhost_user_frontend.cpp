@@ -515,6 +515,7 @@ Result<void> VhostUserFrontend::activate(virtio::Activation activation) {
   };
   std::vector<QueuePlan> plans;
   std::vector<bool> relayed(queue_fds_.size(), false);
+  std::vector<const event::EventFd*> calls(queue_fds_.size(), nullptr);
   for (std::size_t i = 0; i < activation.queues.size(); ++i) {
     const auto& queue = activation.queues[i];
     if (!queue) {
@@ -558,6 +559,7 @@ Result<void> VhostUserFrontend::activate(virtio::Activation activation) {
     plan.relayed = source == nullptr;
     relayed[q] = plan.relayed;
     const event::EventFd& call = source != nullptr ? *source : queue_fds_[q].relay;
+    calls[q] = &call;
     auto kick = duplicate_fd(queue_fds_[q].kick.fd(), fmt::format("{}: queue {} kick eventfd", op, q));
     auto call_fd = kick ? duplicate_fd(call.fd(), fmt::format("{}: queue {} call eventfd", op, q)) : std::move(kick);
     auto err = call_fd ? duplicate_fd(queue_fds_[q].err.fd(), fmt::format("{}: queue {} error eventfd", op, q))
@@ -638,9 +640,47 @@ Result<void> VhostUserFrontend::activate(virtio::Activation activation) {
     }
   }
 
+  calls_ = std::move(calls);
   active_.store(true, std::memory_order_release);
   if (observer_) {
     observer_(true);
+  }
+  return {};
+}
+
+Result<void> VhostUserFrontend::update_call(std::uint16_t queue) {
+  std::lock_guard lifecycle(lifecycle_mutex_);
+  if (!active_.load(std::memory_order_relaxed) || !connected() || queue >= calls_.size() || calls_[queue] == nullptr) {
+    return {};
+  }
+  const event::EventFd* source = call_source_ ? call_source_(queue) : nullptr;
+  const event::EventFd& call = source != nullptr ? *source : queue_fds_[queue].relay;
+  if (calls_[queue] == &call) {
+    return {};
+  }
+  const bool to_relay = source == nullptr;
+  if (to_relay) {
+    // Honoured from now on: the backend may write the relay as soon as it reads the message.
+    std::lock_guard lock(activation_mutex_);
+    relayed_[queue] = true;
+  }
+  const std::string op = fmt::format("{}: re-pointing queue {}'s call fd", name_, queue);
+  auto fd = duplicate_fd(call.fd(), op);
+  if (!fd) {
+    return std::unexpected(std::move(fd).error());
+  }
+  std::vector<Fd> fds;
+  fds.push_back(std::move(*fd));
+  if (auto ok = set(Request::SetVringCall, std::uint64_t{queue}, std::move(fds)); !ok) {
+    return std::unexpected(std::move(ok).error().with_context(op));
+  }
+  calls_[queue] = &call;
+  call_switches_.fetch_add(1, std::memory_order_relaxed);
+  if (to_relay) {
+    // Stands in for whatever went to the old eventfd after it stopped being delivered (see the header).
+    if (auto ok = queue_fds_[queue].relay.write(1); !ok) {
+      return std::unexpected(std::move(ok).error().with_context(op));
+    }
   }
   return {};
 }
@@ -656,6 +696,7 @@ void VhostUserFrontend::reset() {
     stop_rings_locked();
   }
   started_.clear();
+  std::fill(calls_.begin(), calls_.end(), nullptr);
   // After this, the event thread no longer calls the old activation's interrupt or error callback (it holds
   // activation_mutex_ while it does, so a call in progress has finished when forget_activation returns).
   forget_activation();
@@ -786,6 +827,7 @@ FrontendStats VhostUserFrontend::stats() const noexcept {
       .fallback_kicks = fallback_kicks_.load(std::memory_order_relaxed),
       .backend_errors = backend_errors_.load(std::memory_order_relaxed),
       .disconnects = disconnects_.load(std::memory_order_relaxed),
+      .call_switches = call_switches_.load(std::memory_order_relaxed),
   };
 }
 

@@ -3,6 +3,7 @@
 /// @brief `MsixRoutes`: one device's MSI-X vectors as KVM GSI routes and irqfds, kept in step with the guest's table.
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -66,6 +67,11 @@ class MsixRoutes final : public pci::MsiSink {
   [[nodiscard]] Result<void> attach(pci::MsixTable& table);
   /// @brief Brings vector `vector`'s route in step with the attached table (what the observer does).
   [[nodiscard]] Result<void> sync(std::uint16_t vector);
+  /// @brief Called after each table change has been brought into the routes (the table's observer is ours, so this
+  /// is how others follow the guest's MSI-X programming: stage07 re-points a vhost-user backend's call fd when a
+  /// vector loses or regains its route). Called on the thread that changed the table, without this class's lock and
+  /// before the table delivers what the change released; it must not call `attach` or `set_listener`.
+  void set_listener(std::function<void(std::uint16_t vector)> listener);
 
   /// @brief Routes GSI(vector) to `message` if it is not already, then writes vector's irqfd.
   Result<void> signal(const pci::MsiMessage& message, std::uint16_t vector) override;
@@ -102,6 +108,7 @@ class MsixRoutes final : public pci::MsiSink {
   mutable std::mutex mutex_;
   std::vector<Vector> vectors_;  // fixed after create: read without the lock where only gsi/irqfd are needed
   pci::MsixTable* table_ = nullptr;
+  std::function<void(std::uint16_t)> listener_;  // mutex_
   std::optional<Error> last_error_;
 };
 

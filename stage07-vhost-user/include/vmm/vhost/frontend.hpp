@@ -52,6 +52,7 @@ struct FrontendStats {
   std::uint64_t fallback_kicks = 0;      ///< `queue_notify` calls (notifications that reached the VMM as MMIO exits).
   std::uint64_t backend_errors = 0;      ///< Writes the backend made to an error eventfd (SET_VRING_ERR).
   std::uint64_t disconnects = 0;         ///< Times the connection was lost (0 or 1: a frontend never reconnects).
+  std::uint64_t call_switches = 0;       ///< SET_VRING_CALLs sent by `update_call` (call fd re-pointed).
   /// @brief Equal when every counter is.
   bool operator==(const FrontendStats&) const = default;
 };
@@ -141,9 +142,17 @@ class VhostUserFrontend final : public virtio::VirtioDevice {
   /// @brief Where queue q's interrupts go: `source(q)` returns the eventfd to hand the backend as the call fd (the VMM
   /// returns the irqfd of the MSI-X vector the driver chose, so KVM injects without the VMM), or nullptr for the
   /// frontend's own relay eventfd (then the event thread signals the transport). Called during `activate`, with no
-  /// lock of the transport held; set it while the device is idle. The choice holds for the whole activation: a vector
-  /// the guest masks or reprograms later keeps the irqfd (QEMU swaps the call fd on masking; vmmlab does not).
+  /// lock of the transport held; set it while the device is idle. The VMM calls `update_call` when the answer may
+  /// have changed (the guest masked or unmasked the vector).
   void set_call_source(std::function<const event::EventFd*(std::uint16_t queue)> source);
+  /// @brief Asks the call source again for queue `queue` and, while the device is active and the answer changed,
+  /// re-points the backend's call fd with SET_VRING_CALL (QEMU does the same when the guest masks a vector). Switching
+  /// to the relay also writes it once: what the backend sent to the old eventfd after it stopped being delivered (a
+  /// masked vector's irqfd has no route) is gone, so the frontend raises one interrupt in its place, which the
+  /// transport keeps pending while the vector is masked. A surplus interrupt is harmless (the driver finds no new used
+  /// buffers); a lost one can stall the driver. Writes to the relay stay honoured after switching back. Does
+  /// nothing when idle, disconnected or for a queue that was not started. Errors come from the exchange.
+  [[nodiscard]] Result<void> update_call(std::uint16_t queue);
   /// @brief Called with true at the end of a successful `activate` and with false at the start of the `reset` that
   /// follows (`virtio::NotifyIoeventfds::set_active` hooks in here, as with `virtio::ThreadedDevice`), with the
   /// lifecycle mutex held: the observer must not call `activate`, `reset` or a setter. Set it while idle.
@@ -226,8 +235,9 @@ class VhostUserFrontend final : public virtio::VirtioDevice {
   std::mutex lifecycle_mutex_;
   std::function<const event::EventFd*(std::uint16_t)> call_source_;  // lifecycle_mutex_
   std::function<void(bool)> observer_;                               // lifecycle_mutex_
-  std::vector<std::uint16_t> started_;  // lifecycle_mutex_: queues the backend was handed a kick fd for
-  std::atomic<bool> active_{false};     // written with lifecycle_mutex_ held
+  std::vector<std::uint16_t> started_;        // lifecycle_mutex_: queues the backend was handed a kick fd for
+  std::vector<const event::EventFd*> calls_;  // lifecycle_mutex_: the call eventfd each queue's backend has now
+  std::atomic<bool> active_{false};           // written with lifecycle_mutex_ held
 
   // One exchange at a time on the socket.
   mutable std::mutex channel_mutex_;
@@ -237,8 +247,8 @@ class VhostUserFrontend final : public virtio::VirtioDevice {
   mutable std::mutex activation_mutex_;
   std::shared_ptr<virtio::VirtioInterrupt> interrupt_;  // activation_mutex_
   std::function<void(const Error&)> needs_reset_;       // activation_mutex_
-  std::vector<bool> relayed_;                           // activation_mutex_: queue q's call fd is our relay
-  bool reported_ = false;  // activation_mutex_: needs_reset was called for this activation (once is enough)
+  std::vector<bool> relayed_;  // activation_mutex_: queue q's relay was handed out in this activation (honoured)
+  bool reported_ = false;      // activation_mutex_: needs_reset was called for this activation (once is enough)
 
   mutable std::mutex config_mutex_;
   std::vector<std::uint8_t> config_cache_;  // config_mutex_
@@ -255,6 +265,7 @@ class VhostUserFrontend final : public virtio::VirtioDevice {
   std::atomic<std::uint64_t> fallback_kicks_{0};
   std::atomic<std::uint64_t> backend_errors_{0};
   std::atomic<std::uint64_t> disconnects_{0};
+  std::atomic<std::uint64_t> call_switches_{0};
 
   std::thread event_thread_;
   std::atomic<pid_t> event_tid_{0};

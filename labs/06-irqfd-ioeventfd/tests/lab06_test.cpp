@@ -17,6 +17,7 @@
 #include "eventfd_guest_run.hpp"  // stage06-irqfd-ioeventfd/tests
 #include "eventfd_rng_vm.hpp"
 #include "lab06.hpp"
+#include "rng_on_msix_routes.hpp"  // stage06-irqfd-ioeventfd/tests
 #include "vmm/event/event_fd.hpp"
 #include "vmm/irq/gsi_routing.hpp"
 #include "vmm/irq/irqfd.hpp"
@@ -190,45 +191,11 @@ constexpr std::uint16_t kQueueVector = 1;
 const MsiMessage kConfigMessage{0xfee0'0000, 0x51};
 const MsiMessage kQueueMessage{0xfee0'0000, 0x50};
 
-// Plays KVM_SET_GSI_ROUTING: keeps every table "installed", the last one being what KVM holds.
-struct RoutingRecorder {
-  std::vector<std::vector<kvm_irq_routing_entry>> tables;
-  vmm::irq::ApplyRoutes apply() {
-    return [this](std::span<const kvm_irq_routing_entry> entries) -> vmm::Result<void> {
-      tables.emplace_back(entries.begin(), entries.end());
-      return {};
-    };
-  }
-  // What KVM holds now: the defaults KVM_CREATE_IRQCHIP installed until the first KVM_SET_GSI_ROUTING.
-  [[nodiscard]] std::vector<kvm_irq_routing_entry> installed() const {
-    return tables.empty() ? vmm::irq::default_irqchip_routes() : tables.back();
-  }
-};
-
-// Plays KVM_IRQFD: accepts every registration. The eventfds themselves are real: a test reads what was written.
-class AcceptingBinder final : public vmm::irq::IrqfdBinder {
- public:
-  vmm::Result<void> bind(const vmm::event::EventFd&, std::uint32_t) override { return {}; }
-  vmm::Result<void> unbind(const vmm::event::EventFd&, std::uint32_t) override { return {}; }
-};
-
-// The stage06 interrupt path without a VM: a virtio-rng transport whose MSI-X messages go to MsixRoutes (one GSI and
-// one irqfd per vector, routes that follow the table), with a recorded routing table and real eventfds.
-class Exercise2 : public ::testing::Test {
+// stage06's interrupt path without a VM (RngOnMsixRoutes, shared with lab 07): a virtio-rng transport whose MSI-X
+// messages go to MsixRoutes (one GSI and one irqfd per vector, routes that follow the table), with a recorded routing
+// table and real eventfds.
+class Exercise2 : public vmm::stage06::testing::RngOnMsixRoutes {
  protected:
-  void SetUp() override {
-    auto routes = vmm::irq::MsixRoutes::create(2, routing_, binder_);
-    ASSERT_TRUE(routes) << routes.error().message();
-    routes_ = std::move(*routes);
-    auto rng = vmm::virtio::rng::RngDevice::create(vmm::virtio::rng::RngConfig{});
-    ASSERT_TRUE(rng) << rng.error().message();
-    auto transport = VirtioPciDevice::create(*rng, memory_, *routes_);
-    ASSERT_TRUE(transport) << transport.error().message();
-    transport_ = *transport;
-    ASSERT_TRUE(routes_->attach(transport_->msix()));
-    pci_ = std::make_unique<vmm::testing::VirtioPciDriver>(*transport_);
-  }
-
   // What guest/virtio_rng.c does: features, both vectors programmed and unmasked, MSI-X on, queue 0, DRIVER_OK.
   void bring_up() {
     ASSERT_TRUE(pci_->negotiate()) << "FEATURES_OK refused";
@@ -271,14 +238,7 @@ class Exercise2 : public ::testing::Test {
     return lab06::routed_message(table, gsi(vector));
   }
 
-  vmm::memory::GuestMemory memory_ = vmm::testing::make_test_memory();
   MockDriver driver_{memory_, MockLayout{.size = 16}};
-  RoutingRecorder recorder_;
-  vmm::irq::GsiRouting routing_{recorder_.apply()};
-  AcceptingBinder binder_;
-  std::unique_ptr<vmm::irq::MsixRoutes> routes_;  // the transport's sink: declared before it, destroyed after it
-  std::shared_ptr<VirtioPciDevice> transport_;
-  std::unique_ptr<vmm::testing::VirtioPciDriver> pci_;  // the driver's register accesses
 };
 
 TEST_F(Exercise2, RoutedMessageFindsOnlyMsiRoutes) {

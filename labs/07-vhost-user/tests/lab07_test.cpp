@@ -28,7 +28,8 @@
 #include <vector>
 
 #include "lab07.hpp"
-#include "vhost_user_vm.hpp"  // stage07-vhost-user/demo
+#include "rng_on_msix_routes.hpp"  // stage06-irqfd-ioeventfd/tests
+#include "vhost_user_vm.hpp"       // stage07-vhost-user/demo
 #include "vmm/event/event_fd.hpp"
 #include "vmm/irq/gsi_routing.hpp"
 #include "vmm/irq/irqfd.hpp"
@@ -764,30 +765,10 @@ TEST(Exercise2, ARefusedSetOwnerFailsTheHandshake) {
 constexpr std::uint16_t kConfigVector = 0;  // MSI-X table entries, as Linux and stage05's guest assign them
 constexpr std::uint16_t kQueueVector = 1;
 
-// Plays KVM_SET_GSI_ROUTING and KVM_IRQFD: accepts everything. The routes MsixRoutes keeps are what matters here.
-class AcceptingBinder final : public vmm::irq::IrqfdBinder {
- public:
-  vmm::Result<void> bind(const vmm::event::EventFd&, std::uint32_t) override { return {}; }
-  vmm::Result<void> unbind(const vmm::event::EventFd&, std::uint32_t) override { return {}; }
-};
-
-// stage06's interrupt path without a VM (as in lab 06, exercise 2): a virtio-rng transport whose MSI-X messages go
-// to MsixRoutes, one GSI and one irqfd per vector, with routes that follow the guest's table.
-class Exercise3 : public ::testing::Test {
+// stage06's interrupt path without a VM (RngOnMsixRoutes, as in lab 06, exercise 2): a virtio-rng transport whose
+// MSI-X messages go to MsixRoutes, one GSI and one irqfd per vector, with routes that follow the guest's table.
+class Exercise3 : public vmm::stage06::testing::RngOnMsixRoutes {
  protected:
-  void SetUp() override {
-    auto routes = vmm::irq::MsixRoutes::create(2, routing_, binder_);
-    ASSERT_TRUE(routes) << routes.error().message();
-    routes_ = std::move(*routes);
-    auto rng = vmm::virtio::rng::RngDevice::create(vmm::virtio::rng::RngConfig{});
-    ASSERT_TRUE(rng) << rng.error().message();
-    auto transport = VirtioPciDevice::create(*rng, memory_, *routes_);
-    ASSERT_TRUE(transport) << transport.error().message();
-    transport_ = *transport;
-    ASSERT_TRUE(routes_->attach(transport_->msix()));
-    pci_ = std::make_unique<vmm::testing::VirtioPciDriver>(*transport_);
-  }
-
   // What guest/virtio_rng.c does, up to MSI-X: features, both vectors programmed and unmasked, queue 0's vector.
   void program(bool enable_msix, std::uint16_t queue_vector = kQueueVector) {
     ASSERT_TRUE(pci_->negotiate()) << "FEATURES_OK refused";
@@ -833,21 +814,7 @@ class Exercise3 : public ::testing::Test {
     return "an eventfd that is no vector's irqfd";
   }
 
-  vmm::memory::GuestMemory memory_ = [] {
-    auto region = vmm::memory::GuestMemoryRegion::create(vmm::memory::GuestAddress(0), 2 * kMiB);
-    EXPECT_TRUE(region) << region.error().message();
-    std::vector<vmm::memory::GuestMemoryRegion> regions;
-    regions.push_back(std::move(*region));
-    auto memory = vmm::memory::GuestMemory::from_regions(std::move(regions));
-    EXPECT_TRUE(memory) << memory.error().message();
-    return std::move(*memory);
-  }();
   vmm::testing::MockDriver driver_{memory_};
-  vmm::irq::GsiRouting routing_{[](std::span<const kvm_irq_routing_entry>) -> vmm::Result<void> { return {}; }};
-  AcceptingBinder binder_;
-  std::unique_ptr<vmm::irq::MsixRoutes> routes_;  // the transport's sink: declared before it, destroyed after it
-  std::shared_ptr<VirtioPciDevice> transport_;
-  std::unique_ptr<vmm::testing::VirtioPciDriver> pci_;
 };
 
 TEST_F(Exercise3, TheQueuesVectorsIrqfdOnceMsixIsOn) {

@@ -84,7 +84,7 @@ Result<void> Device::read(const RegionInfo& region, std::uint64_t offset, std::s
   return {};
 }
 
-Result<void> Device::read(std::uint32_t index, std::uint64_t offset, std::span<std::byte> out) const {
+Result<void> DeviceInterface::read(std::uint32_t index, std::uint64_t offset, std::span<std::byte> out) const {
   auto region = region_info(index);
   if (!region) {
     return std::unexpected(region.error());
@@ -110,7 +110,7 @@ Result<void> Device::write(const RegionInfo& region, std::uint64_t offset, std::
   return {};
 }
 
-Result<void> Device::write(std::uint32_t index, std::uint64_t offset, std::span<const std::byte> data) const {
+Result<void> DeviceInterface::write(std::uint32_t index, std::uint64_t offset, std::span<const std::byte> data) const {
   auto region = region_info(index);
   if (!region) {
     return std::unexpected(region.error());
@@ -118,9 +118,10 @@ Result<void> Device::write(std::uint32_t index, std::uint64_t offset, std::span<
   return write(*region, offset, data);
 }
 
-Result<std::uint32_t> Device::read_value(const RegionInfo& region, std::uint64_t offset, unsigned width) const {
+Result<std::uint32_t> DeviceInterface::read_value(const RegionInfo& region, std::uint64_t offset,
+                                                  unsigned width) const {
   if (width != 1 && width != 2 && width != 4) {
-    return logic_error("pread", fmt::format("{}: access width {} (1, 2 or 4)", name_, width));
+    return logic_error("pread", fmt::format("{}: access width {} (1, 2 or 4)", name(), width));
   }
   // x86 is little-endian like PCI: the low bytes of a uint32_t are the value's low bytes.
   std::uint32_t value = 0;
@@ -130,15 +131,15 @@ Result<std::uint32_t> Device::read_value(const RegionInfo& region, std::uint64_t
   return value;
 }
 
-Result<void> Device::write_value(const RegionInfo& region, std::uint64_t offset, unsigned width,
-                                 std::uint32_t value) const {
+Result<void> DeviceInterface::write_value(const RegionInfo& region, std::uint64_t offset, unsigned width,
+                                          std::uint32_t value) const {
   if (width != 1 && width != 2 && width != 4) {
-    return logic_error("pwrite", fmt::format("{}: access width {} (1, 2 or 4)", name_, width));
+    return logic_error("pwrite", fmt::format("{}: access width {} (1, 2 or 4)", name(), width));
   }
   return write(region, offset, std::as_bytes(std::span(&value, 1)).first(width));
 }
 
-Result<std::uint32_t> Device::config_read(std::uint64_t offset, unsigned width) const {
+Result<std::uint32_t> DeviceInterface::config_read(std::uint64_t offset, unsigned width) const {
   auto region = region_info(VFIO_PCI_CONFIG_REGION_INDEX);
   if (!region) {
     return std::unexpected(region.error());
@@ -146,7 +147,7 @@ Result<std::uint32_t> Device::config_read(std::uint64_t offset, unsigned width) 
   return read_value(*region, offset, width);
 }
 
-Result<void> Device::config_write(std::uint64_t offset, unsigned width, std::uint32_t value) const {
+Result<void> DeviceInterface::config_write(std::uint64_t offset, unsigned width, std::uint32_t value) const {
   auto region = region_info(VFIO_PCI_CONFIG_REGION_INDEX);
   if (!region) {
     return std::unexpected(region.error());

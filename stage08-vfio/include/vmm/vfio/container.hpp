@@ -17,6 +17,7 @@
 #include "vmm/fd.hpp"
 #include "vmm/vfio/caps.hpp"
 #include "vmm/vfio/dma_mappings.hpp"
+#include "vmm/vfio/guest_ram_dma.hpp"
 
 namespace vmm::vfio {
 
@@ -26,7 +27,7 @@ class Group;
 inline constexpr const char* kContainerPath = "/dev/vfio/vfio";
 
 /// @brief An open VFIO container: an IOMMU address space and its DMA mappings. Move-only (owns its `Fd`).
-class Container {
+class Container final : public DmaMapper {
  public:
   /// @brief Opens the container device and checks VFIO_GET_API_VERSION == VFIO_API_VERSION.
   ///
@@ -59,9 +60,9 @@ class Container {
   /// writing them), so the memory must stay allocated until unmap_dma. Overlaps, misalignment and wrap-around are
   /// refused before the ioctl, with a message naming the conflicting mapping.
   [[nodiscard]] Result<void> map_dma(std::uint64_t iova, std::uint64_t size, const void* host_va, bool readable = true,
-                                     bool writable = true);
+                                     bool writable = true) override;
   /// @brief VFIO_IOMMU_UNMAP_DMA of exactly one earlier mapping [iova, iova + size); anything else is refused.
-  [[nodiscard]] Result<void> unmap_dma(std::uint64_t iova, std::uint64_t size);
+  [[nodiscard]] Result<void> unmap_dma(std::uint64_t iova, std::uint64_t size) override;
   /// @brief The current DMA mappings, by IOVA.
   [[nodiscard]] std::vector<DmaMapping> mappings() const { return mappings_.list(); }
 

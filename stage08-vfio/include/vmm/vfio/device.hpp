@@ -63,38 +63,58 @@ struct IrqInfo {
   [[nodiscard]] bool noresize() const noexcept { return (flags & VFIO_IRQ_INFO_NORESIZE) != 0; }
 };
 
-/// @brief An open VFIO device (from Group::device). Move-only (owns its `Fd`).
+/// @brief What a VFIO device offers its user: info, regions, interrupts, reset. `Device` implements it with the
+/// VFIO ioctls; unit tests implement it with memory (a fake device), so that the passthrough device (`VfioPciDevice`)
+/// is tested without VFIO, as rust-vmm tests its consumers against traits rather than files.
 ///
-/// Each region sits at its own offset of the device descriptor: pread/pwrite there are accesses to the device
-/// (config space, or a BAR through the host kernel), and a BAR that allows it can be mmap-ed so that accesses go
-/// straight to the device. Interrupts are delivered to eventfds. Errors name the ioctl, the device
-/// ("0000:00:03.0") and the errno.
-class Device {
+/// The virtual calls are the device's primitives; the helpers below them (by index, by value, config space) are built
+/// on those and work for every implementation.
+class DeviceInterface {
  public:
+  DeviceInterface() = default;
+  DeviceInterface(const DeviceInterface&) = delete;
+  DeviceInterface& operator=(const DeviceInterface&) = delete;
+  /// @brief Movable, so that implementations owning a descriptor can be.
+  DeviceInterface(DeviceInterface&&) = default;
+  /// @brief Move assignment (see the move constructor).
+  DeviceInterface& operator=(DeviceInterface&&) = default;
+  virtual ~DeviceInterface() = default;
+
   /// @brief VFIO_DEVICE_GET_INFO.
-  [[nodiscard]] Result<DeviceInfo> info() const;
-  /// @brief VFIO_DEVICE_GET_REGION_INFO for region `index`, with its capability chain (re-queried with the `argsz`
-  /// the kernel asks for when the chain does not fit the fixed struct).
-  [[nodiscard]] Result<RegionInfo> region_info(std::uint32_t index) const;
+  [[nodiscard]] virtual Result<DeviceInfo> info() const = 0;
+  /// @brief VFIO_DEVICE_GET_REGION_INFO for region `index`, with its capability chain.
+  [[nodiscard]] virtual Result<RegionInfo> region_info(std::uint32_t index) const = 0;
   /// @brief VFIO_DEVICE_GET_IRQ_INFO for interrupt index `index`.
-  [[nodiscard]] Result<IrqInfo> irq_info(std::uint32_t index) const;
+  [[nodiscard]] virtual Result<IrqInfo> irq_info(std::uint32_t index) const = 0;
+  /// @brief Reads `out.size()` bytes at `offset` of `region` as one access; [offset, offset + size) must lie in it.
+  [[nodiscard]] virtual Result<void> read(const RegionInfo& region, std::uint64_t offset,
+                                          std::span<std::byte> out) const = 0;
+  /// @brief Writes `data` at `offset` of `region` as one access; [offset, offset + size) must lie in it.
+  [[nodiscard]] virtual Result<void> write(const RegionInfo& region, std::uint64_t offset,
+                                           std::span<const std::byte> data) const = 0;
+  /// @brief Maps [offset, offset + size) of `region` into this process (page-aligned offset; only where the region
+  /// allows it).
+  [[nodiscard]] virtual Result<Mmap> mmap(const RegionInfo& region, std::uint64_t offset, std::uint64_t size) const = 0;
+  /// @brief Vector start + i of interrupt `index` signals `eventfds[i]` (-1: stop signalling it); enables the
+  /// interrupt if it was not.
+  [[nodiscard]] virtual Result<void> set_irqs_eventfds(std::uint32_t index, std::uint32_t start,
+                                                       std::span<const int> eventfds) const = 0;
+  /// @brief Disables interrupt `index` (all its vectors).
+  [[nodiscard]] virtual Result<void> disable_irqs(std::uint32_t index) const = 0;
+  /// @brief Resets the device (needs DeviceInfo::can_reset()).
+  [[nodiscard]] virtual Result<void> reset() const = 0;
+  /// @brief The device's name, its BDF for PCI ("0000:00:03.0").
+  [[nodiscard]] virtual const std::string& name() const noexcept = 0;
 
-  /// @brief pread of `out.size()` bytes at `offset` of `region`; [offset, offset + size) must lie in the region.
-  [[nodiscard]] Result<void> read(const RegionInfo& region, std::uint64_t offset, std::span<std::byte> out) const;
-  /// @brief Same, querying region `index` first.
+  /// @brief `read`, querying region `index` first.
   [[nodiscard]] Result<void> read(std::uint32_t index, std::uint64_t offset, std::span<std::byte> out) const;
-  /// @brief pwrite of `data` at `offset` of `region`; [offset, offset + size) must lie in the region.
-  [[nodiscard]] Result<void> write(const RegionInfo& region, std::uint64_t offset,
-                                   std::span<const std::byte> data) const;
-  /// @brief Same, querying region `index` first.
+  /// @brief `write`, querying region `index` first.
   [[nodiscard]] Result<void> write(std::uint32_t index, std::uint64_t offset, std::span<const std::byte> data) const;
-
   /// @brief A little-endian value of `width` (1, 2 or 4) bytes at `offset` of `region`, as one access of that size.
   [[nodiscard]] Result<std::uint32_t> read_value(const RegionInfo& region, std::uint64_t offset, unsigned width) const;
   /// @brief Writes the low `width` (1, 2 or 4) bytes of `value`, little-endian, as one access of that size.
   [[nodiscard]] Result<void> write_value(const RegionInfo& region, std::uint64_t offset, unsigned width,
                                          std::uint32_t value) const;
-
   /// @brief Reads `width` (1, 2 or 4) bytes of PCI config space at `offset` (VFIO_PCI_CONFIG_REGION_INDEX).
   ///
   /// The kernel virtualizes parts of config space (BARs, MSI capabilities): what is read is what vfio-pci presents,
@@ -102,23 +122,51 @@ class Device {
   [[nodiscard]] Result<std::uint32_t> config_read(std::uint64_t offset, unsigned width) const;
   /// @brief Writes `width` (1, 2 or 4) bytes of PCI config space at `offset`.
   [[nodiscard]] Result<void> config_write(std::uint64_t offset, unsigned width, std::uint32_t value) const;
+};
+
+/// @brief An open VFIO device (from Group::device): `DeviceInterface` over the device descriptor. Move-only (owns
+/// its `Fd`).
+///
+/// Each region sits at its own offset of the device descriptor: pread/pwrite there are accesses to the device
+/// (config space, or a BAR through the host kernel), and a BAR that allows it can be mmap-ed so that accesses go
+/// straight to the device. Interrupts are delivered to eventfds. Errors name the ioctl, the device
+/// ("0000:00:03.0") and the errno.
+class Device final : public DeviceInterface {
+ public:
+  using DeviceInterface::read;
+  using DeviceInterface::write;
+
+  /// @brief VFIO_DEVICE_GET_INFO.
+  [[nodiscard]] Result<DeviceInfo> info() const override;
+  /// @brief VFIO_DEVICE_GET_REGION_INFO for region `index`, with its capability chain (re-queried with the `argsz`
+  /// the kernel asks for when the chain does not fit the fixed struct).
+  [[nodiscard]] Result<RegionInfo> region_info(std::uint32_t index) const override;
+  /// @brief VFIO_DEVICE_GET_IRQ_INFO for interrupt index `index`.
+  [[nodiscard]] Result<IrqInfo> irq_info(std::uint32_t index) const override;
+
+  /// @brief pread of `out.size()` bytes at `offset` of `region`; [offset, offset + size) must lie in the region.
+  [[nodiscard]] Result<void> read(const RegionInfo& region, std::uint64_t offset,
+                                  std::span<std::byte> out) const override;
+  /// @brief pwrite of `data` at `offset` of `region`; [offset, offset + size) must lie in the region.
+  [[nodiscard]] Result<void> write(const RegionInfo& region, std::uint64_t offset,
+                                   std::span<const std::byte> data) const override;
 
   /// @brief mmap of [offset, offset + size) of `region` (page-aligned offset); only for a region with
   /// VFIO_REGION_INFO_FLAG_MMAP, and within one of its sparse areas if it has them.
-  [[nodiscard]] Result<Mmap> mmap(const RegionInfo& region, std::uint64_t offset, std::uint64_t size) const;
+  [[nodiscard]] Result<Mmap> mmap(const RegionInfo& region, std::uint64_t offset, std::uint64_t size) const override;
 
   /// @brief VFIO_DEVICE_SET_IRQS with DATA_EVENTFD | ACTION_TRIGGER: vector start + i of interrupt `index` signals
   /// `eventfds[i]` (-1: stop signalling that vector). Enables the interrupt (for MSI, vfio-pci programs the device's
   /// MSI capability itself).
   [[nodiscard]] Result<void> set_irqs_eventfds(std::uint32_t index, std::uint32_t start,
-                                               std::span<const int> eventfds) const;
+                                               std::span<const int> eventfds) const override;
   /// @brief VFIO_DEVICE_SET_IRQS with DATA_NONE | ACTION_TRIGGER and count 0: disables interrupt `index`.
-  [[nodiscard]] Result<void> disable_irqs(std::uint32_t index) const;
+  [[nodiscard]] Result<void> disable_irqs(std::uint32_t index) const override;
   /// @brief VFIO_DEVICE_RESET (needs DeviceInfo::can_reset()).
-  [[nodiscard]] Result<void> reset() const;
+  [[nodiscard]] Result<void> reset() const override;
 
   /// @brief The device's name, its BDF for PCI ("0000:00:03.0").
-  [[nodiscard]] const std::string& name() const noexcept { return name_; }
+  [[nodiscard]] const std::string& name() const noexcept override { return name_; }
   /// @brief The device's descriptor.
   [[nodiscard]] const Fd& fd() const noexcept { return fd_; }
 

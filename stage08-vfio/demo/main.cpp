@@ -17,11 +17,13 @@
 #include <cstdlib>
 #include <guest/edu.hpp>
 #include <string>
+#include <vector>
 
 #include "guest_outcome.hpp"
 #include "vfio_vm.hpp"
 #include "vmm/event/write_all.hpp"
 #include "vmm/irq/gsi_routing.hpp"
+#include "vmm/machine/exit_counters.hpp"
 
 namespace {
 
@@ -120,6 +122,29 @@ int main(int argc, char** argv) {
   fmt::print("{:<48}{:>10}\n", "VFIO_DEVICE_SET_IRQS calls", stats.set_irqs);
   fmt::print("{:<48}{:>10}\n", "interrupts relayed by the VMM", stats.relayed);
   fmt::print("{:<48}{:>10}\n", "KVM-VFIO device groups", machine.kvm_vfio().groups().size());
+
+  // The vCPU loop's view: every KVM_RUN that came back to the VMM, and how many of those were MMIO exits inside the
+  // device's BARs (none with memory slots: the guest's loads and stores reached the device without leaving KVM).
+  const auto exits = machine.exits().snapshot();
+  std::vector<std::string> reasons;
+  for (std::size_t i = 0; i < machine::kExitReasonCount; ++i) {
+    if (exits.by_reason[i] != 0) {
+      reasons.push_back(
+          fmt::format("{} {}", machine::to_string(static_cast<machine::ExitReason>(i)), exits.by_reason[i]));
+    }
+  }
+  std::uint64_t bar_exits = 0;
+  for (const auto& bar : machine.passthrough().bars_info()) {
+    if (bar.guest_address) {
+      const auto end = exits.mmio.lower_bound(*bar.guest_address + bar.bar.size);
+      for (auto it = exits.mmio.lower_bound(*bar.guest_address); it != end; ++it) {
+        bar_exits += it->second.total();
+      }
+    }
+  }
+  fmt::print("\n{:<48}{:>10}\n", "KVM exits to the VMM", exits.total());
+  fmt::print("  {}\n", fmt::join(reasons, ", "));
+  fmt::print("{:<48}{:>10}\n", "  MMIO exits inside the device's BARs", bar_exits);
   if (stats.errors != 0) {
     fmt::print("{:<48}{:>10}\n", "passthrough errors", stats.errors);
     if (auto error = machine.passthrough().last_error()) {

@@ -7,13 +7,15 @@
 #   vmmlab_add_rig_test(NAME <test-name> STAGE <label, e.g. stage01>
 #                       [FLAVOUR kvm|vfio] [TIMEOUT <seconds, default 300>]
 #                       [FILES <path>...] [STDIN <file>] [ENV <NAME=VALUE>...]
+#                       [MODULES <kernel module>...] [CPUS <n>]
 #                       [PASS_REGULAR_EXPRESSION <regex>] [LABELS <extra>...]
 #                       COMMAND <target-or-path> [ARGS...])
 #
 # COMMAND is a CMake target (the test runs $<TARGET_FILE:target>) or a path.  Everything
 # after COMMAND is passed to it unchanged.  FILES are extra files or directories the
 # command needs inside the VM (copied to the same absolute path); STDIN is fed to its
-# standard input; ENV sets environment variables inside the VM.
+# standard input; ENV sets environment variables inside the VM; MODULES are extra kernel
+# modules the rig loads (tun, for a tap device); CPUS gives the rig more than one CPU.
 #
 # The test gets the labels "<STAGE>;rig;<LABELS...>", so `ctest -L rig` runs every rig
 # test and `ctest -L stage01` one stage.  It is skipped (exit code 77) where the rig's
@@ -57,8 +59,8 @@ endfunction()
 function(vmmlab_add_rig_test)
   cmake_parse_arguments(PARSE_ARGV 0 RIG
     ""
-    "NAME;STAGE;FLAVOUR;TIMEOUT;STDIN;PASS_REGULAR_EXPRESSION"
-    "FILES;ENV;LABELS;COMMAND")
+    "NAME;STAGE;FLAVOUR;TIMEOUT;STDIN;CPUS;PASS_REGULAR_EXPRESSION"
+    "FILES;ENV;MODULES;LABELS;COMMAND")
 
   if(NOT RIG_NAME OR NOT RIG_STAGE OR NOT RIG_COMMAND)
     message(FATAL_ERROR "vmmlab_add_rig_test: NAME, STAGE and COMMAND are required")
@@ -80,6 +82,13 @@ function(vmmlab_add_rig_test)
   foreach(env IN LISTS RIG_ENV)
     list(APPEND rig_args --env ${env})
   endforeach()
+  # Extra host-kernel modules for the rig (final-vmm's tap needs tun) and more CPUs for SMP guests.
+  foreach(module IN LISTS RIG_MODULES)
+    list(APPEND rig_args --module ${module})
+  endforeach()
+  if(RIG_CPUS)
+    list(APPEND rig_args --cpus ${RIG_CPUS})
+  endif()
   if(RIG_STDIN)
     list(APPEND rig_args --stdin ${RIG_STDIN})
   endif()

@@ -20,7 +20,8 @@ namespace vmm::kvm {
 /// write there (an IN's data, an MMIO read's data) are consumed by the next KVM_RUN.
 class Vcpu {
  public:
-  /// @brief KVM_RUN, then `decode_exit`. A signal (EINTR) is an `InterruptedExit`, not an error.
+  /// @brief KVM_RUN, then `decode_exit`. A signal (EINTR), or EAGAIN from a CPU that just got its startup IPI, is an
+  ///        `InterruptedExit`, not an error.
   [[nodiscard]] Result<VcpuExit> run();
 
   /// @brief KVM_GET_REGS: general-purpose registers, RIP and RFLAGS.

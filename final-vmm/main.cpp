@@ -21,7 +21,7 @@
 #include "vmm/event/event_loop.hpp"
 #include "vmm/event/terminal.hpp"
 #include "vmm/event/write_all.hpp"
-#include "vmm/machine/command_line.hpp"
+#include "vmm/machine/cli.hpp"
 #include "vmm/machine/console.hpp"
 #include "vmm/machine/vmm.hpp"
 

@@ -13,7 +13,6 @@
 #include "vmm/boot/mptable.hpp"
 #include "vmm/devices/cmos/cmos.hpp"
 #include "vmm/devices/i8042/i8042.hpp"
-#include "vmm/machine/command_line.hpp"
 #include "vmm/machine/topology.hpp"
 #include "vmm/memory/x86_layout.hpp"
 #include "vmm/x86/cpuid.hpp"
@@ -423,41 +422,6 @@ TEST(Topology, DotNamesPciFunctionsAndRendersWithGraphviz) {
   const std::string path = ::testing::TempDir() + "/topology.dot";
   std::ofstream(path) << dot;
   EXPECT_EQ(std::system(("dot -Tsvg -o /dev/null " + path).c_str()), 0) << "dot refused:\n" << dot;
-}
-
-TEST(CommandLine, ParsesCloudHypervisorStyleOptions) {
-  const char* argv[] = {"final-vmm",
-                        "--kernel",
-                        "/proc/self/exe",
-                        "--cpus",
-                        "boot=4",
-                        "--memory",
-                        "size=1G,shared=on",
-                        "--disk",
-                        "path=a.img,readonly=on",
-                        "--net",
-                        "tap=vmtap0,mac=52:54:00:00:00:01,ip=10.0.0.1",
-                        "--rng",
-                        "--serial",
-                        "off"};
-  auto out = machine::parse_command_line(static_cast<int>(std::size(argv)), argv);
-  ASSERT_TRUE(out.config.has_value()) << out.output;
-  EXPECT_EQ(out.config->cpus, 4u);
-  EXPECT_EQ(out.config->memory.size, 1ull << 30);
-  EXPECT_TRUE(out.config->memory.shared);
-  ASSERT_EQ(out.config->disks.size(), 1u);
-  EXPECT_TRUE(out.config->disks[0].readonly);
-  ASSERT_EQ(out.config->nets.size(), 1u);
-  EXPECT_EQ(out.config->nets[0].mask, "255.255.255.0");
-  EXPECT_TRUE(out.config->rng.has_value());
-  EXPECT_EQ(out.config->serial.mode, machine::SerialConfig::Mode::Off);
-  EXPECT_EQ(machine::parse_size("2048K").value_or(0), 2ull << 20);
-  EXPECT_FALSE(machine::parse_size("1.5G").has_value());
-  EXPECT_FALSE(machine::parse_size("99999999999999999999G").has_value());
-  const char* bad[] = {"final-vmm", "--kernel", "/proc/self/exe", "--net", "tap=t0,mac=01:00:00:00:00:01"};
-  auto refused = machine::parse_command_line(5, bad);
-  EXPECT_EQ(refused.exit_code, 2);
-  EXPECT_NE(refused.output.find("multicast"), std::string::npos) << refused.output;
 }
 
 }  // namespace

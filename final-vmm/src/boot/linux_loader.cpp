@@ -273,6 +273,16 @@ Result<LoadedKernel> load_elf(const memory::GuestMemory& memory, std::span<const
   if (loads.empty()) {
     return logic_error("load ELF", "no PT_LOAD segment");
   }
+  // A vmlinux's e_entry is the physical address of startup_64 (ENTRY(phys_startup_64) in vmlinux.lds.S), which
+  // takes the same zero page in RSI as the bzImage's 64-bit entry.
+  const bool entry_loaded = std::any_of(loads.begin(), loads.end(), [&](const Elf64_Phdr& ph) {
+    return ehdr.e_entry >= ph.p_paddr && ehdr.e_entry - ph.p_paddr < ph.p_filesz;
+  });
+  if (!entry_loaded) {
+    return logic_error("load ELF", fmt::format("entry point {} is not inside a loaded segment (a virtual address? "
+                                               "this is not a vmlinux)",
+                                               hex(ehdr.e_entry)));
+  }
   // Every check passed: only now touch guest memory.
   kernel.load_address = UINT64_MAX;
   for (const auto& ph : loads) {
@@ -286,16 +296,6 @@ Result<LoadedKernel> load_elf(const memory::GuestMemory& memory, std::span<const
     }
     kernel.load_address = std::min(kernel.load_address, ph.p_paddr);
     kernel.end = std::max(kernel.end, ph.p_paddr + ph.p_memsz);
-  }
-  // A vmlinux's e_entry is the physical address of startup_64 (ENTRY(phys_startup_64) in vmlinux.lds.S), which
-  // takes the same zero page in RSI as the bzImage's 64-bit entry.
-  const bool entry_loaded = std::any_of(loads.begin(), loads.end(), [&](const Elf64_Phdr& ph) {
-    return ehdr.e_entry >= ph.p_paddr && ehdr.e_entry - ph.p_paddr < ph.p_filesz;
-  });
-  if (!entry_loaded) {
-    return logic_error("load ELF", fmt::format("entry point {} is not inside a loaded segment (a virtual address? "
-                                               "this is not a vmlinux)",
-                                               hex(ehdr.e_entry)));
   }
   kernel.entry = ehdr.e_entry;
   // No setup header in the file: make up the fields the kernel reads (boot.rst: the "64-bit boot protocol" only

@@ -41,7 +41,8 @@ inline constexpr std::uint64_t kMtrrTypeWriteBack = 6;      ///< Default memory 
 /// @brief KVM_SET_MSRS; fails naming the first MSR KVM did not accept.
 [[nodiscard]] Result<void> set_msrs(kvm::Vcpu& vcpu, std::span<const kvm_msr_entry> msrs);
 
-/// @brief KVM_SET_FPU with the x87 and SSE state a CPU has after FNINIT and with MXCSR at its reset value.
+/// @brief KVM_SET_FPU with the x87 state a CPU has after FNINIT. (KVM_SET_FPU does not take MXCSR; KVM gives a new
+///        vCPU MXCSR's reset value, 0x1f80, which is what Linux expects.)
 [[nodiscard]] Result<void> set_boot_fpu(kvm::Vcpu& vcpu);
 
 /// @brief Local APIC register offsets (Intel SDM vol. 3A, 11.4.1) and LVT delivery modes `set_lapic_lints` uses.

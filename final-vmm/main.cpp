@@ -18,6 +18,7 @@
 #include <cstring>
 #include <optional>
 
+#include "vmm/event/console_input.hpp"
 #include "vmm/event/event_loop.hpp"
 #include "vmm/event/terminal.hpp"
 #include "vmm/event/write_all.hpp"
@@ -125,7 +126,7 @@ int main(int argc, char** argv) {
 
   // The console: raw while the guest owns the terminal (Ctrl-C goes to the guest's shell; Ctrl-A x quits).
   std::optional<event::Terminal> terminal;
-  std::optional<machine::ConsoleInput> input;
+  std::optional<event::ConsoleInput> input;
   if (config.serial.mode == machine::SerialConfig::Mode::Tty) {
     auto raw = event::Terminal::make_raw_stdin(event::SignalKeys::ToGuest);
     if (!raw) {

@@ -14,12 +14,11 @@
 
 #include <cerrno>
 #include <csignal>
-#include <deque>
 #include <guest/echo.hpp>
 #include <optional>
 
 #include "serial_vm.hpp"
-#include "vmm/event/escape.hpp"
+#include "vmm/event/console_input.hpp"
 #include "vmm/event/event_loop.hpp"
 #include "vmm/event/terminal.hpp"
 #include "vmm/event/write_all.hpp"
@@ -94,29 +93,9 @@ int main(int argc, char** argv) {
     fmt::print(stderr, "stage03-serial: Ctrl-A x or Ctrl-C quits\n");
   }
 
-  // Input: what the UART's FIFO cannot take yet waits here, and a timer retries (a real UART would drop it). Nothing
-  // is fed before the guest's driver listens (receive interrupts enabled): its initialisation clears the FIFO, and
-  // bytes typed before it would be lost.
-  std::deque<std::uint8_t> pending;
-  auto feed_uart = [&] {
-    if ((vm.value()->uart().state().ier & 0x01) == 0) {
-      return;
-    }
-    while (!pending.empty()) {
-      const std::size_t room = vm.value()->uart().rx_free();
-      if (room == 0) {
-        return;
-      }
-      std::vector<std::uint8_t> chunk(pending.begin(),
-                                      pending.begin() + static_cast<std::ptrdiff_t>(std::min(room, pending.size())));
-      const std::size_t taken = vm.value()->uart().enqueue_input(chunk);
-      pending.erase(pending.begin(), pending.begin() + static_cast<std::ptrdiff_t>(taken));
-      if (taken == 0) {
-        return;
-      }
-    }
-  };
-  event::EscapeDetector escape;
+  // Input: what the UART's FIFO cannot take yet waits in ConsoleInput, and a timer retries (a real UART would drop
+  // it). Nothing is fed before the guest's driver listens (receive interrupts enabled). Ctrl-A x quits.
+  event::ConsoleInput input(vm.value()->uart());
   bool stdin_open = true;
   auto on_stdin = [&](std::uint32_t) {
     std::uint8_t buffer[256];
@@ -131,10 +110,7 @@ int main(int argc, char** argv) {
       stdin_open = false;
       return;
     }
-    auto result = escape.feed(std::span(buffer, static_cast<std::size_t>(n)));
-    pending.insert(pending.end(), result.forward.begin(), result.forward.end());
-    feed_uart();
-    if (result.quit) {
+    if (input.feed(std::span(buffer, static_cast<std::size_t>(n)))) {
       stop_with(0, "Ctrl-A x");
     }
   };
@@ -148,7 +124,7 @@ int main(int argc, char** argv) {
       on_stdin(EPOLLIN);
     }
   }
-  if (auto rc = loop->add_timer(std::chrono::milliseconds(2), feed_uart); !rc) {
+  if (auto rc = loop->add_timer(std::chrono::milliseconds(2), [&input] { input.pump(); }); !rc) {
     fmt::print(stderr, "stage03-serial: {}\n", rc.error());
     return 1;
   }

@@ -29,38 +29,6 @@ using namespace vmm;
 
 constexpr const char* kProgram = "vhost-user-rng";
 
-// Entropy read from a file: a character device (/dev/urandom, /dev/hwrng) or a regular file, which is read again
-// from the start when it runs out, so a small file of known bytes serves forever (tests, demonstrations). The device
-// calls this with its own lock held, so the shared file offset needs no lock of ours.
-virtio::rng::EntropySource file_source(std::shared_ptr<Fd> file, std::string path) {
-  return [file = std::move(file), path = std::move(path)](std::span<std::uint8_t> out) -> Result<void> {
-    std::size_t done = 0;
-    bool rewound = false;
-    while (done < out.size()) {
-      const ssize_t n = ::read(file->get(), out.data() + done, out.size() - done);
-      if (n < 0) {
-        if (errno == EINTR) {
-          continue;
-        }
-        return sys_error("read", errno, fmt::format("entropy source {}", path));
-      }
-      if (n == 0) {
-        if (rewound) {
-          return sys_error("read", EIO, fmt::format("entropy source {} is empty", path));
-        }
-        if (::lseek(file->get(), 0, SEEK_SET) < 0) {
-          return sys_error("lseek", errno, fmt::format("entropy source {} reached its end", path));
-        }
-        rewound = true;
-        continue;
-      }
-      rewound = false;
-      done += static_cast<std::size_t>(n);
-    }
-    return {};
-  };
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -84,16 +52,16 @@ int main(int argc, char** argv) {
   app.add_flag("--once", once, "Serve one frontend, then exit");
   CLI11_PARSE(app, argc, argv);
 
-  auto file = Fd::open(source.c_str(), O_RDONLY);
-  if (!file) {
-    fmt::print(stderr, "{}: {}\n", kProgram, file.error());
+  auto entropy = virtio::rng::file_source(source);
+  if (!entropy) {
+    fmt::print(stderr, "{}: {}\n", kProgram, entropy.error());
     return 1;
   }
   virtio::rng::RngConfig config;
   config.queue_size = queue_size;
   config.bytes_per_second = rate;
   config.burst_bytes = burst;
-  config.source = file_source(std::make_shared<Fd>(std::move(*file)), source);
+  config.source = std::move(*entropy);
   std::shared_ptr<virtio::RetryTimer> timer;
   if (rate) {
     timer = std::make_shared<virtio::ThreadRetryTimer>();

@@ -1,5 +1,7 @@
 #include "vhost_user_vm.hpp"
 
+#include "vmm/vhost/msix_calls.hpp"
+
 #include <span>
 #include <utility>
 
@@ -51,34 +53,10 @@ Result<std::unique_ptr<VhostUserVm>> VhostUserVm::create(const GuestImage& image
   }
 
   if (config.irqfd) {
-    // The backend's call fd for queue q is the irqfd of the vector the driver chose for q: the backend's write
-    // becomes an MSI inside KVM. Only while that vector has a route, i.e. MSI-X is on and neither the function nor
-    // the vector is masked; otherwise nullptr, and the frontend relays through the transport, which sets the PBA bit
-    // of a masked vector instead of losing the interrupt.
-    self->frontend_->set_call_source([self](std::uint16_t queue) -> const event::EventFd* {
-      const auto vector = self->transport_->queue_msix_vector(queue);
-      if (!vector || *vector == VIRTIO_MSI_NO_VECTOR) {
-        return nullptr;
-      }
-      const auto route = self->msi_->routes().route(*vector);
-      if (!route || !route->message) {
-        return nullptr;
-      }
-      return self->msi_->routes().irqfd(*vector);
-    });
-    // The guest may mask or unmask a vector while the backend holds its irqfd: follow it, as QEMU does. Masking
-    // removes the route, and the backend gets the relay (the transport then keeps the interrupt pending in the PBA);
-    // unmasking gives it the irqfd back. This runs on the vCPU thread that wrote the table, before the table delivers
-    // what an unmask released.
-    self->msi_->routes().set_listener([self](std::uint16_t vector) {
-      for (std::uint16_t q = 0; q < self->frontend_->queue_count(); ++q) {
-        if (self->transport_->queue_msix_vector(q) == vector) {
-          if (auto rc = self->frontend_->update_call(q); !rc) {
-            self->call_errors_.fetch_add(1, std::memory_order_relaxed);
-          }
-        }
-      }
-    });
+    // The backend writes the irqfds of the guest's vectors directly, re-pointed as the guest masks and unmasks them
+    // (vhost::follow_msix_routes says how and why).
+    vhost::follow_msix_routes(*self->frontend_, *self->transport_, self->msi_->routes(),
+                              [self](const Error&) { self->call_errors_.fetch_add(1, std::memory_order_relaxed); });
   }
 
   if (auto rc = machine->pci_->root().add_device(machine->transport_, kVhostUserSlot); !rc) {

@@ -293,7 +293,11 @@ Result<void> apply_net(std::string_view text, VmConfig& config) {
     if (auto problem = mac_problem(*mac)) {
       return fields.refuse_value("mac", *problem);
     }
-    net.mac = *mac;
+    std::array<std::uint8_t, 6> bytes{};
+    for (std::size_t i = 0; i < bytes.size(); ++i) {
+      bytes[i] = *whole_number<std::uint8_t>(std::string_view(*mac).substr(i * 3, 2), 16);  // checked just above
+    }
+    net.mac = bytes;
   }
   if (const auto* ip = fields.find("ip")) {
     if (!ipv4(*ip)) {

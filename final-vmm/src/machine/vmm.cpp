@@ -14,6 +14,7 @@
 #include "vmm/boot/mptable.hpp"
 #include "vmm/fd.hpp"
 #include "vmm/memory/kvm_memory.hpp"
+#include "vmm/vhost/msix_calls.hpp"
 #include "vmm/virtio/blk/blk_device.hpp"
 #include "vmm/virtio/net/net_device.hpp"
 #include "vmm/virtio/net/tap.hpp"
@@ -35,40 +36,6 @@ constexpr std::uint64_t kIoWindowBase = 0xc000;
 constexpr std::uint64_t kIoWindowEnd = 0x10000;
 // KVM memory slots: RAM regions from 0, VFIO BAR mappings from here.
 constexpr std::uint32_t kFirstDeviceSlot = 16;
-
-// An entropy source reading a file or character device (--rng src=PATH); /dev/urandom uses getrandom(2).
-virtio::rng::EntropySource file_source(std::shared_ptr<Fd> fd, std::string path) {
-  return [fd = std::move(fd), path = std::move(path)](std::span<std::uint8_t> out) -> Result<void> {
-    std::size_t done = 0;
-    while (done < out.size()) {
-      const ssize_t n = ::read(fd->get(), out.data() + done, out.size() - done);
-      if (n < 0 && errno == EINTR) {
-        continue;
-      }
-      if (n < 0) {
-        return sys_error("read", errno, path);
-      }
-      if (n == 0) {
-        return logic_error("read", fmt::format("{}: end of file (the entropy source ran dry)", path));
-      }
-      done += static_cast<std::size_t>(n);
-    }
-    return {};
-  };
-}
-
-Result<std::array<std::uint8_t, 6>> parse_mac(const std::string& text) {
-  std::array<std::uint8_t, 6> mac{};
-  unsigned v[6];
-  char tail = 0;
-  if (std::sscanf(text.c_str(), "%2x:%2x:%2x:%2x:%2x:%2x%c", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &tail) != 6) {
-    return logic_error("--net", fmt::format("mac={}: not six hex octets", text));
-  }
-  for (int i = 0; i < 6; ++i) {
-    mac[i] = static_cast<std::uint8_t>(v[i]);
-  }
-  return mac;
-}
 
 }  // namespace
 
@@ -308,11 +275,11 @@ Result<void> Vmm::create_pci_devices(const VmConfig& config) {
   if (config.rng) {
     virtio::rng::RngConfig rng;
     if (config.rng->source != "/dev/urandom") {
-      auto fd = Fd::open(config.rng->source.c_str(), O_RDONLY | O_CLOEXEC);
-      if (!fd) {
-        return std::unexpected(fd.error().with_context("--rng src"));
+      auto source = virtio::rng::file_source(config.rng->source);
+      if (!source) {
+        return std::unexpected(source.error().with_context("--rng src"));
       }
-      rng.source = file_source(std::make_shared<Fd>(std::move(*fd)), config.rng->source);
+      rng.source = std::move(*source);
     }
     auto device = virtio::rng::RngDevice::create(std::move(rng), std::make_shared<virtio::ThreadRetryTimer>());
     if (!device) {
@@ -347,11 +314,7 @@ Result<void> Vmm::create_pci_devices(const VmConfig& config) {
     // 52:54:00 is the locally administered prefix QEMU made customary; the last byte numbers the interfaces.
     net_config.mac = {0x52, 0x54, 0x00, 0x12, 0x34, static_cast<std::uint8_t>(0x56 + i)};
     if (net.mac) {
-      auto mac = parse_mac(*net.mac);
-      if (!mac) {
-        return std::unexpected(mac.error());
-      }
-      net_config.mac = *mac;
+      net_config.mac = *net.mac;
     }
     auto device = virtio::net::NetDevice::create(std::move(*tap), net_config);
     if (!device) {
@@ -443,31 +406,13 @@ Result<void> Vmm::add_vhost_user(const VhostUserConfig& config, std::uint16_t de
     return std::unexpected(
         frontend.error().with_context(fmt::format("--vhost-user-{}", device_type == VIRTIO_ID_BLOCK ? "blk" : "rng")));
   }
-  auto* self = this;
-  const std::size_t index = virtio_.size();
   if (auto rc = add_virtio(*frontend, "vhost-user " + config.socket, false); !rc) {
     return rc;
   }
-  // The backend's call fd for a queue is the irqfd of the vector the driver chose for it while that vector has a
-  // route (MSI-X on, vector unmasked); otherwise none, and the frontend relays through the transport, which keeps a
-  // masked vector's interrupt pending. Masking and unmasking re-point it (stage07's wiring).
-  (*frontend)->set_call_source([self, index](std::uint16_t queue) -> const event::EventFd* {
-    auto& entry = self->virtio_[index];
-    const auto vector = entry.transport->queue_msix_vector(queue);
-    if (!vector || *vector == VIRTIO_MSI_NO_VECTOR) {
-      return nullptr;
-    }
-    const auto route = entry.routes->route(*vector);
-    return route && route->message ? entry.routes->irqfd(*vector) : nullptr;
-  });
-  virtio_[index].routes->set_listener([self, index](std::uint16_t vector) {
-    auto& entry = self->virtio_[index];
-    for (std::uint16_t q = 0; q < entry.frontend->queue_count(); ++q) {
-      if (entry.transport->queue_msix_vector(q) == vector) {
-        (void)entry.frontend->update_call(q);  // a failure is the frontend's last_error, shown by --stats
-      }
-    }
-  });
+  // The backend writes the irqfds of the guest's vectors directly (stage07's wiring); a failed re-point is the
+  // frontend's last_error, which --stats shows.
+  auto& entry = virtio_.back();
+  vhost::follow_msix_routes(*entry.frontend, *entry.transport, *entry.routes, nullptr);
   return {};
 }
 
@@ -600,6 +545,12 @@ Result<void> Vmm::start(OnExit on_exit) {
     if (!thread) {
       return std::unexpected(thread.error());
     }
+    // Under the lock `report` takes: a vCPU already running may end the VM (a triple fault at once) while later
+    // threads are still being started, and must neither race with this push nor miss the new thread.
+    std::lock_guard lock(exit_mutex_);
+    if (exited_) {
+      (*thread)->request_stop();
+    }
     threads_.push_back(std::move(*thread));
   }
   return {};
@@ -614,10 +565,11 @@ void Vmm::report(VmExit exit) {
     }
     exited_ = true;
     callback = on_exit_;
-  }
-  // Every vCPU stops now: a reset or a triple fault ends the whole machine, not just the CPU that caused it.
-  for (auto& thread : threads_) {
-    thread->request_stop();
+    // Every vCPU stops now: a reset or a triple fault ends the whole machine, not just the CPU that caused it.
+    // (request_stop only sets a flag and signals the thread; threads started later see `exited_` in `start`.)
+    for (auto& thread : threads_) {
+      thread->request_stop();
+    }
   }
   if (callback) {
     callback(exit);
@@ -625,10 +577,7 @@ void Vmm::report(VmExit exit) {
 }
 
 void Vmm::stop() {
-  report({VmExitReason::Stopped, "stopped by the host"});
-  for (auto& thread : threads_) {
-    thread->request_stop();
-  }
+  report({VmExitReason::Stopped, "stopped by the host"});  // asks every vCPU to stop, unless an end came first
   for (auto& thread : threads_) {
     thread->join();
   }
@@ -762,6 +711,9 @@ std::vector<std::string> Vmm::device_stats() const {
       if (auto error = net->last_error()) {
         line += fmt::format(" net error: {};", error->message());
       }
+    }
+    if (auto error = entry.frontend ? entry.frontend->last_error() : std::nullopt) {
+      line += fmt::format(" vhost-user error: {};", error->message());
     }
     if (auto error = entry.transport->last_error()) {
       line += fmt::format(" last error: {}", error->message());

@@ -141,7 +141,7 @@ const Accepted accepted_command_lines[] = {
      [](const VmConfig& c) {
        ASSERT_EQ(c.nets.size(), 2u);
        EXPECT_EQ(c.nets[0].tap, "abcdefghijklmno");
-       EXPECT_EQ(c.nets[0].mac, "52:54:00:AB:cd:EF");
+       EXPECT_EQ(c.nets[0].mac, (std::array<std::uint8_t, 6>{0x52, 0x54, 0x00, 0xab, 0xcd, 0xef}));
        EXPECT_EQ(c.nets[0].ip, "192.168.249.1");
        EXPECT_EQ(c.nets[0].mask, "255.255.255.0");
        EXPECT_EQ(c.nets[1].ip, "10.0.0.1");

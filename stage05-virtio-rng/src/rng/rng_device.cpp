@@ -1,6 +1,8 @@
 #include "vmm/virtio/rng/rng_device.hpp"
 
+#include <fcntl.h>
 #include <sys/random.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
@@ -12,6 +14,7 @@
 
 #include <fmt/format.h>
 
+#include "vmm/fd.hpp"
 #include "vmm/virtio/uapi.hpp"
 
 namespace vmm::virtio::rng {
@@ -41,6 +44,40 @@ Result<void> getrandom_source(std::span<std::uint8_t> out) {
     done += static_cast<std::size_t>(got);
   }
   return {};
+}
+
+Result<EntropySource> file_source(const std::string& path) {
+  auto opened = Fd::open(path.c_str(), O_RDONLY);
+  if (!opened) {
+    return std::unexpected(opened.error().with_context("entropy source"));
+  }
+  auto file = std::make_shared<Fd>(std::move(*opened));
+  return EntropySource([file, path](std::span<std::uint8_t> out) -> Result<void> {
+    std::size_t done = 0;
+    bool rewound = false;
+    while (done < out.size()) {
+      const ssize_t n = ::read(file->get(), out.data() + done, out.size() - done);
+      if (n < 0) {
+        if (errno == EINTR) {
+          continue;
+        }
+        return sys_error("read", errno, fmt::format("entropy source {}", path));
+      }
+      if (n == 0) {
+        if (rewound) {
+          return sys_error("read", EIO, fmt::format("entropy source {} is empty", path));
+        }
+        if (::lseek(file->get(), 0, SEEK_SET) < 0) {
+          return sys_error("lseek", errno, fmt::format("entropy source {} reached its end", path));
+        }
+        rewound = true;
+        continue;
+      }
+      rewound = false;
+      done += static_cast<std::size_t>(n);
+    }
+    return {};
+  });
 }
 
 Result<std::shared_ptr<RngDevice>> RngDevice::create(RngConfig config, std::shared_ptr<RetryTimer> timer) {

@@ -3,6 +3,7 @@
 /// @brief `VmConfig`: everything final-vmm's command line can ask for, as plain data. The CLI (`cli.hpp`) fills it;
 ///        the machine (`Vmm`) is built from it. Tests build one by hand.
 
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -26,8 +27,8 @@ struct DiskConfig {
 
 /// @brief `--net tap=vmtap0,mac=52:54:00:12:34:56,ip=192.168.249.1,mask=255.255.255.0`.
 struct NetConfig {
-  std::string tap;                  ///< The tap interface's name; created when it does not exist.
-  std::optional<std::string> mac;   ///< The guest's MAC (aa:bb:cc:dd:ee:ff); default: a fixed locally administered one.
+  std::string tap;                                 ///< The tap interface's name; created when it does not exist.
+  std::optional<std::array<std::uint8_t, 6>> mac;  ///< The guest's MAC; default: a fixed locally administered one.
   std::optional<std::string> ip;    ///< The host side's IPv4 address, set on the tap (as Cloud Hypervisor does).
   std::optional<std::string> mask;  ///< Its netmask (default 255.255.255.0 when `ip` is given).
 };

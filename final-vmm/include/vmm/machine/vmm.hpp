@@ -184,7 +184,7 @@ class Vmm {
   std::unique_ptr<vfio::KvmDeviceMemorySlots> device_slots_;
   std::vector<VfioSlot> vfio_;
   std::uint8_t next_slot_ = 1;
-  std::vector<std::unique_ptr<VcpuThread>> threads_;
+  std::vector<std::unique_ptr<VcpuThread>> threads_;  // appended by start() under exit_mutex_
   std::mutex exit_mutex_;
   OnExit on_exit_;
   bool exited_ = false;

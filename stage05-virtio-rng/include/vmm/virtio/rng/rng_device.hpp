@@ -26,6 +26,13 @@ using EntropySource = std::function<Result<void>(std::span<std::uint8_t> out)>;
 /// @brief `getrandom(2)` into `out`, retrying short reads and EINTR; errors name getrandom and the errno.
 [[nodiscard]] Result<void> getrandom_source(std::span<std::uint8_t> out);
 
+/// @brief Entropy read from the file at `path`: a character device (/dev/urandom, /dev/hwrng) or a regular file,
+///        which is read again from its start when it runs out, so a small file of known bytes serves forever (tests,
+///        demonstrations). Opening fails with the path and the errno. The device calls the source with its own lock
+///        held, so the shared file offset needs no lock of its own. (Used by stage07's vhost-user-rng daemon and
+///        final-vmm's `--rng src=`.)
+[[nodiscard]] Result<EntropySource> file_source(const std::string& path);
+
 /// @brief How to build the device.
 struct RngConfig {
   std::uint16_t queue_size = 256;                 ///< The request queue's maximum size.

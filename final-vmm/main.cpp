@@ -22,6 +22,7 @@
 #include "vmm/event/event_loop.hpp"
 #include "vmm/event/terminal.hpp"
 #include "vmm/event/write_all.hpp"
+#include "vmm/gdb/stub.hpp"
 #include "vmm/machine/cli.hpp"
 #include "vmm/machine/console.hpp"
 #include "vmm/machine/vmm.hpp"
@@ -122,6 +123,34 @@ int main(int argc, char** argv) {
       fmt::print(stderr, "{}: {}\n", kName, rc.error());
       return 1;
     }
+  }
+
+  // gdb: the stub holds every vCPU before its first instruction until gdb continues.
+  std::unique_ptr<gdb::GdbStub> gdb_stub;
+  if (config.gdb) {
+    auto endpoint = gdb::GdbEndpoint::parse(*config.gdb);
+    std::vector<kvm::Vcpu*> vcpus;
+    for (std::size_t i = 0; i < (*vmm)->vcpu_count(); ++i) {
+      vcpus.push_back(&(*vmm)->vcpu(i));
+    }
+    auto stub =
+        endpoint
+            ? gdb::GdbStub::listen(
+                  *endpoint, std::move(vcpus), (*vmm)->memory(),
+                  {.start_paused = true,
+                   .on_kill = [notifier = loop->notifier(),
+                               &stop_with] { notifier->post([&stop_with] { stop_with("gdb killed the guest"); }); },
+                   .log = nullptr,
+                   .support = std::nullopt})
+            : std::unexpected(endpoint.error());
+    if (!stub) {
+      fmt::print(stderr, "{}: {}\n", kName, stub.error());
+      return 1;
+    }
+    gdb_stub = std::move(*stub);
+    (*vmm)->set_debug_hook(gdb_stub.get());
+    fmt::print(stderr, "{}: attach with: gdb -ex '{}' vmlinux (an ELF kernel with symbols; boot it with nokaslr)\n",
+               kName, gdb_stub->target_remote_command());
   }
 
   // The console: raw while the guest owns the terminal (Ctrl-C goes to the guest's shell; Ctrl-A x quits).

@@ -12,6 +12,7 @@
 #   vmmlab.disk=DEV:TEXT          /dev/DEV starts with TEXT            (vmmlab.disk2= for a second disk)
 #   vmmlab.disk_write=DEV:TEXT    TEXT written at byte 4096 of /dev/DEV reads back (the host checks it persisted)
 #   vmmlab.net=IP/PREFIX,PEER     the virtio-net link comes up with IP and PEER answers a ping
+#   vmmlab.symbol=NAME            prints "vmmlab-init: symbol NAME ADDRESS" from /proc/kallsyms
 #   vmmlab.edu=1                  QEMU's edu device (passed through with VFIO) answers through its BAR0: its ID
 #                                 register, and the liveness register returns the complement of what was written
 # Always: one "vmmlab-init: pci BDF VENDOR:DEVICE class CLASS" line per PCI function, for the host to compare with
@@ -178,6 +179,13 @@ if spec=$(param vmmlab.net); then
     fi
 else
     skip net
+fi
+
+# vmmlab.symbol=NAME: where the running kernel put NAME (from /proc/kallsyms). Debian's System.map is a stub (the real
+# one is in the -dbg package), so the gdb tests learn start_kernel's address from a first boot with nokaslr.
+if name=$(param vmmlab.symbol); then
+    address=$(grep " [tT] $name\$" /proc/kallsyms | cut -d' ' -f1 | head -n 1)
+    if [ -n "$address" ]; then say "symbol $name $address"; else say "FAIL symbol: $name not in /proc/kallsyms"; failures=$((failures + 1)); fi
 fi
 
 if [ "$failures" -eq 0 ]; then say "ALL PASS"; else say "SOME FAILED ($failures)"; fi

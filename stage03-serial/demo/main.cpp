@@ -7,6 +7,8 @@
 //   stage03-serial                        interactive: type lines, "quit" ends (or Ctrl-A x)
 //   printf 'hi\nquit\n' | stage03-serial  the same from a pipe
 //   stage03-serial --trace                every exit on stderr
+//   stage03-serial --guest debuggee --gdb tcp:1234
+//                                         a guest made for gdb, held before its first instruction until gdb attaches
 #include <fmt/format.h>
 #include <sys/epoll.h>
 #include <unistd.h>
@@ -14,9 +16,11 @@
 
 #include <cerrno>
 #include <csignal>
+#include <guest/debuggee.hpp>
 #include <guest/echo.hpp>
 #include <optional>
 
+#include "gdb_session.hpp"
 #include "serial_vm.hpp"
 #include "vmm/event/console_input.hpp"
 #include "vmm/event/event_loop.hpp"
@@ -37,7 +41,12 @@ int main(int argc, char** argv) {
   CLI::App app{"stage03-serial: an interrupt-driven UART in a 64-bit guest, on your terminal"};
   stage03::SerialVmConfig config;
   double timeout_seconds = 0;
+  std::string guest_name = "echo";
+  std::string gdb_endpoint;
   app.add_flag("--trace", config.trace, "Print every KVM exit to stderr as it happens");
+  app.add_option("--guest", guest_name, "The guest program: echo (the UART driver) or debuggee (made for gdb)")
+      ->check(CLI::IsMember({"echo", "debuggee"}));
+  app.add_option("--gdb", gdb_endpoint, vmm::stage03::kGdbOptionHelp);
   app.add_option("--timeout", timeout_seconds, "Stop the VM (with an error) after this many seconds; 0 = never")
       ->check(CLI::NonNegativeNumber);
   CLI11_PARSE(app, argc, argv);
@@ -68,8 +77,9 @@ int main(int argc, char** argv) {
     return 1;
   }
 
+  const GuestImage image = guest_name == "debuggee" ? guest::debuggee() : guest::echo();
   auto vm = stage03::SerialVm::create(
-      guest::echo(), write_stdout,
+      image, write_stdout,
       [notifier = loop->notifier(), &stop_with](std::uint32_t status) {
         notifier->post([&stop_with, status] {
           stop_with(status == 0 ? 0 : 1, fmt::format("the guest exited with status {}", status));
@@ -79,6 +89,18 @@ int main(int argc, char** argv) {
   if (!vm) {
     fmt::print(stderr, "stage03-serial: {}\n", vm.error());
     return 1;
+  }
+
+  std::unique_ptr<gdb::GdbStub> gdb_stub;
+  if (!gdb_endpoint.empty()) {
+    auto stub = stage03::attach_gdb_stub(**vm, gdb_endpoint, image.elf_path, [notifier = loop->notifier(), &stop_with] {
+      notifier->post([&stop_with] { stop_with(0, "gdb killed the guest"); });
+    });
+    if (!stub) {
+      fmt::print(stderr, "stage03-serial: {}\n", stub.error());
+      return 1;
+    }
+    gdb_stub = std::move(*stub);
   }
 
   // The terminal: raw while the guest owns it, restored however we leave.

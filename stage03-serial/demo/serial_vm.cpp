@@ -41,7 +41,8 @@ Result<std::unique_ptr<SerialVm>> SerialVm::create(const GuestImage& image, devi
 
 Result<void> SerialVm::start(machine::VcpuThread::OnExit on_vcpu_exit) {
   auto thread = machine::VcpuThread::start(
-      vm_.vcpu(), buses_, {.trace = config_.trace, .counters = config_.exit_counters}, std::move(on_vcpu_exit));
+      vm_.vcpu(), buses_, {.trace = config_.trace, .counters = config_.exit_counters, .debug_hook = debug_hook_},
+      std::move(on_vcpu_exit));
   if (!thread) {
     return std::unexpected(thread.error());
   }

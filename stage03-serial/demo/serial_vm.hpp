@@ -52,6 +52,9 @@ class SerialVm {
   [[nodiscard]] Result<void> start(machine::VcpuThread::OnExit on_vcpu_exit);
   /// @brief Kicks the vCPU out of KVM_RUN and joins its thread.
   void stop();
+  /// @brief Lets a debugger (the gdb stub) hold the vCPU and take its debug exits. Call before `start`; `hook` must
+  ///        outlive the vCPU thread.
+  void set_debug_hook(machine::VcpuDebugHook* hook) noexcept { debug_hook_ = hook; }
 
   /// @brief COM1.
   [[nodiscard]] devices::Uart16550& uart() noexcept { return *uart_; }
@@ -73,6 +76,7 @@ class SerialVm {
   std::unique_ptr<devices::IrqLine> irq4_;
   std::shared_ptr<devices::Uart16550> uart_;
   std::shared_ptr<devices::ReportChannel> report_;
+  machine::VcpuDebugHook* debug_hook_ = nullptr;
   std::unique_ptr<machine::VcpuThread> vcpu_thread_;
 };
 

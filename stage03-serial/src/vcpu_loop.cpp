@@ -56,6 +56,18 @@ void dispatch_mmio(kvm::MmioExit& mmio, const devices::MmioBus& bus) {
 
 Result<VcpuOutcome> run_vcpu_loop(kvm::Vcpu& vcpu, const Buses& buses, const std::atomic<bool>& stop,
                                   const VcpuLoopOptions& options) {
+  // However the loop ends, a debugger waiting for this vCPU to stop must hear that it never will; `normal` is set
+  // only on the two ordinary ends (stop requested, HLT).
+  struct LoopEndNotice {
+    VcpuDebugHook* hook;
+    kvm::Vcpu& vcpu;
+    bool normal = false;
+    ~LoopEndNotice() {
+      if (hook != nullptr) {
+        hook->on_loop_end(vcpu, normal);
+      }
+    }
+  } end_notice{options.debug_hook, vcpu};
   VcpuOutcome outcome;
   auto fatal = [&](VcpuStop reason, const kvm::VcpuExit& exit) {
     outcome.reason = reason;
@@ -64,6 +76,12 @@ Result<VcpuOutcome> run_vcpu_loop(kvm::Vcpu& vcpu, const Buses& buses, const std
     return outcome;
   };
   while (!stop.load(std::memory_order_acquire)) {
+    if (options.debug_hook != nullptr) {
+      options.debug_hook->before_run(vcpu, stop);
+      if (stop.load(std::memory_order_acquire)) {
+        break;
+      }
+    }
     auto exit = vcpu.run();
     if (!exit) {
       return std::unexpected(exit.error());
@@ -80,9 +98,12 @@ Result<VcpuOutcome> run_vcpu_loop(kvm::Vcpu& vcpu, const Buses& buses, const std
     } else if (auto* mmio = std::get_if<kvm::MmioExit>(&*exit)) {
       dispatch_mmio(*mmio, buses.mmio);
     } else if (std::holds_alternative<kvm::InterruptedExit>(*exit)) {
-      continue;  // a kick: the loop condition decides
+      continue;  // a kick: the loop condition (or the debugger) decides
+    } else if (auto* debug = std::get_if<kvm::DebugExit>(&*exit); debug != nullptr && options.debug_hook != nullptr) {
+      options.debug_hook->on_debug_exit(vcpu, *debug);
     } else if (std::holds_alternative<kvm::HltExit>(*exit)) {
       outcome.reason = VcpuStop::Halted;
+      end_notice.normal = true;
       return outcome;
     } else if (std::holds_alternative<kvm::ShutdownExit>(*exit)) {
       return fatal(VcpuStop::Shutdown, *exit);
@@ -95,6 +116,7 @@ Result<VcpuOutcome> run_vcpu_loop(kvm::Vcpu& vcpu, const Buses& buses, const std
     }
   }
   outcome.reason = VcpuStop::Requested;
+  end_notice.normal = true;
   return outcome;
 }
 
@@ -143,13 +165,19 @@ Result<std::unique_ptr<VcpuThread>> VcpuThread::start(kvm::Vcpu& vcpu, const Bus
   return thread;
 }
 
-void VcpuThread::request_stop() {
-  stop_.store(true, std::memory_order_release);
+void kick_vcpu(kvm::Vcpu& vcpu, std::thread::native_handle_type thread) {
   // immediate_exit covers the window between the loop's check and the next KVM_RUN; the signal covers a KVM_RUN
   // already running the guest.
-  __atomic_store_n(&vcpu_.run_page().immediate_exit, 1, __ATOMIC_RELEASE);
+  __atomic_store_n(&vcpu.run_page().immediate_exit, 1, __ATOMIC_SEQ_CST);
+  ::pthread_kill(thread, kKickSignal);
+}
+
+void VcpuThread::request_stop() {
+  stop_.store(true, std::memory_order_seq_cst);
   if (thread_.joinable()) {
-    ::pthread_kill(thread_.native_handle(), kKickSignal);
+    kick_vcpu(vcpu_, thread_.native_handle());
+  } else {
+    __atomic_store_n(&vcpu_.run_page().immediate_exit, 1, __ATOMIC_SEQ_CST);
   }
 }
 

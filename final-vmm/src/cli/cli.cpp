@@ -2,9 +2,11 @@
 
 #include <arpa/inet.h>
 #include <fmt/format.h>
+
 #include <fmt/ranges.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include "vmm/gdb/stub.hpp"
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
@@ -407,6 +409,14 @@ Result<void> apply_dump_topology(std::string_view text, VmConfig& config) {
   return {};
 }
 
+Result<void> apply_gdb(std::string_view text, VmConfig& config) {
+  if (auto endpoint = gdb::GdbEndpoint::parse(text); !endpoint) {
+    return refuse("--gdb", text, "use tcp:PORT, tcp:HOST:PORT or unix:PATH (e.g. --gdb tcp:1234)");
+  }
+  config.gdb = std::string(text);
+  return {};
+}
+
 // What CLI11 collects: each option's text as typed. The texts are checked afterwards, so that every error has the
 // one format above (CLI11's validators would each word theirs differently).
 struct RawOptions {
@@ -421,6 +431,7 @@ struct RawOptions {
   std::vector<std::string> devices;
   std::optional<std::string> serial;
   std::optional<std::string> dump_topology;
+  std::optional<std::string> gdb;
 };
 
 std::span<const std::string> given(const std::optional<std::string>& text) {
@@ -450,7 +461,7 @@ Result<void> apply_all(const std::string& kernel, const RawOptions& raw, VmConfi
   if (auto rc = check_readable_file("--kernel", kernel); !rc) {
     return rc;
   }
-  const std::array<std::pair<std::span<const std::string>, Apply>, 11> steps{{
+  const std::array<std::pair<std::span<const std::string>, Apply>, 12> steps{{
       {given(raw.initramfs), apply_initramfs},
       {given(raw.cpus), apply_cpus},
       {given(raw.memory), apply_memory},
@@ -464,6 +475,7 @@ Result<void> apply_all(const std::string& kernel, const RawOptions& raw, VmConfi
       {raw.devices, apply_device},
       {given(raw.serial), apply_serial},
       {given(raw.dump_topology), apply_dump_topology},
+      {given(raw.gdb), apply_gdb},
   }};
   for (const auto& [texts, apply] : steps) {
     for (const auto& text : texts) {
@@ -551,6 +563,10 @@ void describe_options(CLI::App& app, VmConfig& config, RawOptions& raw) {
   add("--dump-topology", raw.dump_topology, "FILE",
       "Write the VM's topology (vCPUs, buses, PCI devices, BARs, MSI-X routes) as Graphviz dot, at start and again "
       "at the end.\ne.g. --dump-topology vm.dot, then dot -Tsvg vm.dot -o vm.svg");
+  add("--gdb", raw.gdb, "tcp:PORT|unix:PATH",
+      "Serve gdb's remote protocol there (tcp:PORT listens on 127.0.0.1). The guest waits before its first "
+      "instruction until gdb continues; gdb's threads are the vCPUs.\ne.g. --gdb tcp:1234, then gdb -ex 'target "
+      "remote :1234' vmlinux");
   app.set_version_flag("--version", fmt::format("{} (vmmlab) {}", kProgram, VMMLAB_VERSION),
                        "Print final-vmm's version and exit");
   app.footer(

@@ -531,7 +531,7 @@ Result<void> Vmm::start(OnExit on_exit) {
   }
   for (std::size_t i = 0; i < vcpus_.size(); ++i) {
     auto thread = VcpuThread::start(
-        *vcpus_[i], buses_, {.trace = config_.trace, .counters = exits_.get()},
+        *vcpus_[i], buses_, {.trace = config_.trace, .counters = exits_.get(), .debug_hook = debug_hook_},
         [this, i](const Result<VcpuOutcome>& outcome) {
           if (!outcome) {
             report({VmExitReason::Error, fmt::format("vCPU {}: {}", i, outcome.error().message())});

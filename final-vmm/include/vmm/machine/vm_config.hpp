@@ -77,6 +77,8 @@ struct VmConfig {
   bool trace = false;                                      ///< `--trace`: print every exit.
   bool stats = false;                                      ///< `--stats`: print exit and device statistics at the end.
   std::optional<std::string> dump_topology;                ///< `--dump-topology=FILE.dot`.
+  /// `--gdb tcp:PORT|tcp:HOST:PORT|unix:PATH`: a gdb stub; every vCPU waits before its first instruction for gdb.
+  std::optional<std::string> gdb;
 };
 
 }  // namespace vmm::machine

@@ -95,6 +95,9 @@ class Vmm {
   /// @brief Stops every vCPU and joins the threads (not from a vCPU thread). The end is `Stopped` unless something
   ///        else was reported first.
   void stop();
+  /// @brief Lets a debugger (the gdb stub) hold the vCPUs and take their debug exits. Call before `start`; `hook`
+  ///        must outlive the vCPU threads.
+  void set_debug_hook(VcpuDebugHook* hook) noexcept { debug_hook_ = hook; }
 
   /// @brief COM1.
   [[nodiscard]] devices::Uart16550& uart() noexcept { return *uart_; }
@@ -166,6 +169,7 @@ class Vmm {
   memory::x86::Layout layout_;
   memory::GuestMemory memory_;
   std::vector<std::unique_ptr<kvm::Vcpu>> vcpus_;
+  VcpuDebugHook* debug_hook_ = nullptr;
   BootInfo boot_;
   Buses buses_;
   std::unique_ptr<devices::KvmIrqLine> irq1_;

@@ -42,12 +42,33 @@ struct VcpuOutcome {
   std::string detail;                     ///< For abnormal stops: the exit and the registers.
 };
 
+/// @brief What a debugger (the gdb stub, vmm::gdb::GdbStub) needs from a vCPU loop: a place to hold the vCPU before
+///        each KVM_RUN, and the KVM_EXIT_DEBUG exits. Called on the vCPU's own thread.
+///
+/// The loop knows nothing about gdb: it asks the hook before every KVM_RUN and hands it every debug exit. A hook
+/// that never blocks costs one virtual call per exit.
+class VcpuDebugHook {
+ public:
+  virtual ~VcpuDebugHook() = default;
+  /// @brief Before each KVM_RUN: blocks while the debugger holds `vcpu` stopped. Must return (soon) once `stop` is
+  ///        set, so a VMM that shuts down is never held by its debugger.
+  virtual void before_run(kvm::Vcpu& vcpu, const std::atomic<bool>& stop) = 0;
+  /// @brief A KVM_EXIT_DEBUG (a breakpoint, a watchpoint or a single step); the next `before_run` usually blocks.
+  virtual void on_debug_exit(kvm::Vcpu& vcpu, const kvm::DebugExit& exit) = 0;
+  /// @brief The loop is about to return: the debugger must stop waiting for this vCPU. `normal` is false when it
+  ///        ends on an error or a fatal exit (triple fault, emulation failure, ...).
+  virtual void on_loop_end(kvm::Vcpu& vcpu, bool normal) = 0;
+};
+
 /// @brief Options of the loop.
 struct VcpuLoopOptions {
   bool trace = false;  ///< Print every exit to stderr.
   /// Where to count every KVM_RUN return (by reason and address), or null. Shared by any number of loops; it must
   /// outlive them.
   ExitCounters* counters = nullptr;
+  /// A debugger that may hold the vCPU and takes KVM_EXIT_DEBUG exits, or null (a debug exit then ends the loop as
+  /// `Unhandled`). It must outlive the loop.
+  VcpuDebugHook* debug_hook = nullptr;
 };
 
 /// @brief Runs `vcpu` until `stop` is set (and the vCPU kicked out of KVM_RUN) or a fatal exit.
@@ -56,6 +77,11 @@ struct VcpuLoopOptions {
 /// accesses are the buses' business (all-ones, counted). This function never exits the process: it returns.
 [[nodiscard]] Result<VcpuOutcome> run_vcpu_loop(kvm::Vcpu& vcpu, const Buses& buses, const std::atomic<bool>& stop,
                                                 const VcpuLoopOptions& options = {});
+
+/// @brief Makes `thread`, which runs `vcpu`, leave KVM_RUN soon: `immediate_exit` for a KVM_RUN about to start, the
+///        kick signal (SIGUSR1) for one running. The loop sees an `InterruptedExit`. `VcpuThread::start` installs the
+///        signal's handler; the caller clears `immediate_exit` again when the vCPU should run.
+void kick_vcpu(kvm::Vcpu& vcpu, std::thread::native_handle_type thread);
 
 /// @brief One vCPU on its own thread, running `run_vcpu_loop`.
 ///

@@ -11,7 +11,6 @@
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <signal.h>
-#include <sys/epoll.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -168,30 +167,9 @@ int main(int argc, char** argv) {
       fmt::print(stderr, "{}: Ctrl-A x quits\r\n", kName);
     }
     input.emplace((*vmm)->uart());
-    bool stdin_open = true;
-    auto on_stdin = [&](std::uint32_t) {
-      std::uint8_t buffer[256];
-      const ssize_t n = ::read(STDIN_FILENO, buffer, sizeof(buffer));
-      if (n <= 0) {
-        if (n < 0 && errno == EINTR) {
-          return;
-        }
-        if (stdin_open) {
-          (void)loop->remove(STDIN_FILENO);  // end of input: the guest runs on
-        }
-        stdin_open = false;
-        return;
-      }
-      if (input->feed(std::span(buffer, static_cast<std::size_t>(n)))) {
-        stop_with("Ctrl-A x");
-      }
-    };
-    if (auto rc = loop->add(STDIN_FILENO, EPOLLIN, on_stdin); !rc && rc.error().errno_value != EPERM) {
-      fmt::print(stderr, "{}: {}\n", kName, rc.error());
-      return 1;
-    }
-    // (EPERM: stdin is a regular file or /dev/null, which epoll cannot watch; the guest gets no input.)
-    if (auto rc = loop->add_timer(std::chrono::milliseconds(5), [&] { input->pump(); }); !rc) {
+    if (auto rc = input->watch_stdin(
+            *loop, [&] { stop_with("Ctrl-A x"); }, std::chrono::milliseconds(5));
+        !rc) {
       fmt::print(stderr, "{}: {}\n", kName, rc.error());
       return 1;
     }

@@ -10,11 +10,9 @@
 //   stage03-serial --guest debuggee --gdb tcp:1234
 //                                         a guest made for gdb, held before its first instruction until gdb attaches
 #include <fmt/format.h>
-#include <sys/epoll.h>
 #include <unistd.h>
 #include <CLI/CLI.hpp>
 
-#include <cerrno>
 #include <csignal>
 #include <guest/debuggee.hpp>
 #include <guest/echo.hpp>
@@ -118,35 +116,9 @@ int main(int argc, char** argv) {
   // Input: what the UART's FIFO cannot take yet waits in ConsoleInput, and a timer retries (a real UART would drop
   // it). Nothing is fed before the guest's driver listens (receive interrupts enabled). Ctrl-A x quits.
   event::ConsoleInput input(vm.value()->uart());
-  bool stdin_open = true;
-  auto on_stdin = [&](std::uint32_t) {
-    std::uint8_t buffer[256];
-    const ssize_t n = ::read(STDIN_FILENO, buffer, sizeof(buffer));
-    if (n <= 0) {
-      if (n < 0 && errno == EINTR) {
-        return;
-      }
-      if (stdin_open) {
-        (void)loop->remove(STDIN_FILENO);  // end of input: the guest keeps running until it quits
-      }
-      stdin_open = false;
-      return;
-    }
-    if (input.feed(std::span(buffer, static_cast<std::size_t>(n)))) {
-      stop_with(0, "Ctrl-A x");
-    }
-  };
-  if (auto rc = loop->add(STDIN_FILENO, EPOLLIN, on_stdin); !rc) {
-    if (rc.error().errno_value != EPERM) {
-      fmt::print(stderr, "stage03-serial: {}\n", rc.error());
-      return 1;
-    }
-    // epoll refuses regular files and /dev/null (they are always "ready"): read such stdin to the end right away.
-    while (stdin_open) {
-      on_stdin(EPOLLIN);
-    }
-  }
-  if (auto rc = loop->add_timer(std::chrono::milliseconds(2), [&input] { input.pump(); }); !rc) {
+  if (auto rc = input.watch_stdin(
+          *loop, [&] { stop_with(0, "Ctrl-A x"); }, std::chrono::milliseconds(2));
+      !rc) {
     fmt::print(stderr, "stage03-serial: {}\n", rc.error());
     return 1;
   }

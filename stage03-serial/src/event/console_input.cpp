@@ -1,6 +1,10 @@
 #include "vmm/event/console_input.hpp"
 
+#include <sys/epoll.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <vector>
 
 namespace vmm::event {
@@ -28,6 +32,43 @@ void ConsoleInput::pump() {
       return;
     }
   }
+}
+
+void ConsoleInput::read_stdin(EventLoop& loop) {
+  std::uint8_t buffer[256];
+  const ssize_t n = ::read(STDIN_FILENO, buffer, sizeof(buffer));
+  if (n <= 0) {
+    if (n < 0 && errno == EINTR) {
+      return;
+    }
+    if (stdin_open_) {
+      (void)loop.remove(STDIN_FILENO);  // end of input (or an error): the guest runs on without it
+    }
+    stdin_open_ = false;
+    return;
+  }
+  if (feed(std::span(buffer, static_cast<std::size_t>(n))) && on_quit_) {
+    on_quit_();
+  }
+}
+
+Result<void> ConsoleInput::watch_stdin(EventLoop& loop, std::function<void()> on_quit,
+                                       std::chrono::milliseconds pump_period) {
+  on_quit_ = std::move(on_quit);
+  stdin_open_ = true;
+  if (auto rc = loop.add(STDIN_FILENO, EPOLLIN, [this, &loop](std::uint32_t) { read_stdin(loop); }); !rc) {
+    if (rc.error().errno_value != EPERM) {
+      return rc;
+    }
+    // epoll refuses regular files and /dev/null (they are always "ready"): read such stdin to the end right away.
+    while (stdin_open_) {
+      read_stdin(loop);
+    }
+  }
+  if (auto timer = loop.add_timer(pump_period, [this] { pump(); }); !timer) {
+    return std::unexpected(timer.error());
+  }
+  return {};
 }
 
 }  // namespace vmm::event

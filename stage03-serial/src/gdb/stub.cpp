@@ -275,15 +275,24 @@ void GdbStub::before_run(kvm::Vcpu& vcpu, const std::atomic<bool>& stop) {
   }
 }
 
-Result<void> GdbStub::rearm(const VcpuSlot& slot, std::uint32_t extra) {
+namespace {
+
+Result<void> set_guest_debug(const kvm::Vcpu& vcpu, std::uint32_t control,
+                             const std::array<std::uint64_t, 4>& addresses, std::uint64_t dr7) {
   kvm_guest_debug debug{};
-  debug.control = slot.control | extra;
-  std::copy(slot.debug_addresses.begin(), slot.debug_addresses.end(), debug.arch.debugreg);
-  debug.arch.debugreg[7] = slot.dr7;
-  if (auto rc = VMM_IOCTL(slot.vcpu->fd(), KVM_SET_GUEST_DEBUG, &debug); !rc) {
-    return std::unexpected(rc.error());
+  debug.control = control;
+  std::copy(addresses.begin(), addresses.end(), debug.arch.debugreg);
+  debug.arch.debugreg[7] = dr7;
+  if (auto rc = VMM_IOCTL(vcpu.fd(), KVM_SET_GUEST_DEBUG, &debug); !rc) {
+    return std::unexpected(rc.error().with_context(fmt::format("vCPU {}", vcpu.id())));
   }
   return {};
+}
+
+}  // namespace
+
+Result<void> GdbStub::rearm(const VcpuSlot& slot, std::uint32_t extra) {
+  return set_guest_debug(*slot.vcpu, slot.control | extra, slot.debug_addresses, slot.dr7);
 }
 
 void GdbStub::on_debug_exit(kvm::Vcpu& vcpu, const kvm::DebugExit& exit) {
@@ -401,20 +410,16 @@ Result<void> GdbStub::apply_guest_debug(VcpuSlot& slot, bool stepping, bool emul
   if (control == slot.control && addresses == slot.debug_addresses && dr7 == slot.dr7) {
     return {};
   }
-  kvm_guest_debug debug{};
-  debug.control = control;
-  std::copy(addresses.begin(), addresses.end(), debug.arch.debugreg);
-  debug.arch.debugreg[7] = dr7;
-  auto rc = VMM_IOCTL(slot.vcpu->fd(), KVM_SET_GUEST_DEBUG, &debug);
+  auto rc = set_guest_debug(*slot.vcpu, control, addresses, dr7);
   if (!rc && rc.error().errno_value == EINVAL && (control & KVM_GUESTDBG_BLOCKIRQ) != 0) {
     block_irq_supported_ = false;
-    debug.control &= ~static_cast<std::uint32_t>(KVM_GUESTDBG_BLOCKIRQ);
-    rc = VMM_IOCTL(slot.vcpu->fd(), KVM_SET_GUEST_DEBUG, &debug);
+    control &= ~static_cast<std::uint32_t>(KVM_GUESTDBG_BLOCKIRQ);
+    rc = set_guest_debug(*slot.vcpu, control, addresses, dr7);
   }
   if (!rc) {
-    return std::unexpected(rc.error().with_context(fmt::format("vCPU {}", slot.vcpu->id())));
+    return rc;
   }
-  slot.control = debug.control;
+  slot.control = control;
   slot.debug_addresses = addresses;
   slot.dr7 = dr7;
   return {};
@@ -441,17 +446,19 @@ std::optional<GdbStub::StopEvent> GdbStub::check_stepped(const kvm::DebugExit& e
   return std::nullopt;
 }
 
+bool GdbStub::has_z0(std::uint64_t address) const {
+  return software_.contains(address) ||
+         std::ranges::find(z0_in_debug_registers_, address) != z0_in_debug_registers_.end() ||
+         std::ranges::any_of(stepped_,
+                             [&](const SteppedBreakpoint& b) { return b.type == '0' && b.address == address; });
+}
+
 std::optional<std::size_t> GdbStub::take_pending_locked() {
   for (std::size_t i = 0; i < slots_.size(); ++i) {
     auto& pending = slots_[i].pending;
     // A breakpoint hit by a second vCPU while the first one's was reported may have been removed by gdb since:
     // the hit is stale, and gdb would not recognise it.
-    const bool still_there =
-        software_.contains(pending ? pending->pc : 0) ||
-        std::ranges::find(z0_in_debug_registers_, pending ? pending->pc : 0) != z0_in_debug_registers_.end() ||
-        std::ranges::any_of(stepped_,
-                            [&](const SteppedBreakpoint& b) { return b.type == '0' && b.address == pending->pc; });
-    if (pending && starts_with(pending->reason, "swbreak") && !still_there) {
+    if (pending && starts_with(pending->reason, "swbreak") && !has_z0(pending->pc)) {
       pending.reset();
     }
     if (pending) {
@@ -807,10 +814,7 @@ bool GdbStub::handle_packet(std::string_view packet) {
         }
       } else if (starts_with(packet, "vKill")) {
         send_packet("OK");
-        killed_ = options_.on_kill != nullptr;
-        if (killed_) {
-          options_.on_kill();
-        }
+        kill();
         return false;
       } else {
         send_packet("");  // vMustReplyEmpty, vFile, vRun...: not supported
@@ -820,11 +824,7 @@ bool GdbStub::handle_packet(std::string_view packet) {
       send_packet("OK");
       return false;
     case 'k':
-      // No reply: gdb does not wait for one.
-      killed_ = options_.on_kill != nullptr;
-      if (killed_) {
-        options_.on_kill();
-      }
+      kill();  // no reply: gdb does not wait for one
       return false;
     case 'X':
       send_packet("");  // binary writes: gdb falls back to 'M'
@@ -832,6 +832,14 @@ bool GdbStub::handle_packet(std::string_view packet) {
     default:
       send_packet("");
       return true;
+  }
+}
+
+void GdbStub::kill() {
+  // Without a way to end the VMM, a kill is a detach.
+  killed_ = options_.on_kill != nullptr;
+  if (killed_) {
+    options_.on_kill();
   }
 }
 
@@ -1001,12 +1009,48 @@ std::string GdbStub::write_registers(bool all, std::string_view args) {
   return "OK";
 }
 
-Result<Translation> GdbStub::translate_for(std::size_t index, std::uint64_t linear) const {
+Result<PagingState> GdbStub::paging_of(std::size_t index) const {
   auto sregs = slots_[index].vcpu->get_sregs();
   if (!sregs) {
     return std::unexpected(sregs.error());
   }
-  return translate(memory_, PagingState::from(*sregs), linear);
+  return PagingState::from(*sregs);
+}
+
+Result<Translation> GdbStub::translate_for(std::size_t index, std::uint64_t linear) const {
+  auto paging = paging_of(index);
+  if (!paging) {
+    return std::unexpected(paging.error());
+  }
+  return translate(memory_, *paging, linear);
+}
+
+std::uint64_t GdbStub::for_each_page(
+    std::uint64_t linear, std::uint64_t length,
+    const std::function<bool(memory::GuestAddress, std::uint64_t, std::uint64_t)>& visit) const {
+  // One KVM_GET_SREGS per request: the vCPU is held, so its paging registers cannot change in between.
+  auto paging = paging_of(general_thread_);
+  if (!paging) {
+    return 0;
+  }
+  std::uint64_t done = 0;
+  while (done < length) {
+    const std::uint64_t address = linear + done;
+    auto where = translate(memory_, *paging, address);
+    if (!where) {
+      break;
+    }
+    // Up to the end of the page (or all of it without paging).
+    std::uint64_t chunk = length - done;
+    if (where->page_size != 0) {
+      chunk = std::min(chunk, where->page_size - (address & (where->page_size - 1)));
+    }
+    if (!visit(where->physical, done, chunk)) {
+      break;
+    }
+    done += chunk;
+  }
+  return done;
 }
 
 namespace {
@@ -1033,27 +1077,13 @@ std::string GdbStub::read_memory(std::string_view args) {
   if (!request || request->length > kMaxPacketBytes / 2) {
     return "E01";
   }
-  std::vector<std::uint8_t> bytes;
-  std::uint64_t address = request->address;
-  std::uint64_t left = request->length;
-  while (left > 0) {
-    auto where = translate_for(general_thread_, address);
-    if (!where) {
-      break;
-    }
-    // Up to the end of the page (or all of it without paging).
-    std::uint64_t chunk = left;
-    if (where->page_size != 0) {
-      chunk = std::min(left, where->page_size - (address & (where->page_size - 1)));
-    }
-    std::vector<std::uint8_t> piece(chunk);
-    if (!memory_.read(where->physical, std::as_writable_bytes(std::span(piece)))) {
-      break;
-    }
-    bytes.insert(bytes.end(), piece.begin(), piece.end());
-    address += chunk;
-    left -= chunk;
-  }
+  std::vector<std::uint8_t> bytes(request->length);
+  const std::uint64_t read = for_each_page(
+      request->address, request->length, [&](memory::GuestAddress physical, std::uint64_t offset, std::uint64_t chunk) {
+        auto into = std::as_writable_bytes(std::span(bytes).subspan(offset, chunk));
+        return memory_.read(physical, into).has_value();
+      });
+  bytes.resize(read);  // a partial reply when the range runs into unmapped memory, as gdb expects
   if (bytes.empty() && request->length > 0) {
     return "E14";  // EFAULT: nothing readable there
   }
@@ -1074,25 +1104,11 @@ std::string GdbStub::write_memory(std::string_view args) {
   if (!request || !bytes || bytes->size() != request->length) {
     return "E01";
   }
-  std::uint64_t address = request->address;
-  std::span<const std::uint8_t> left(*bytes);
-  while (!left.empty()) {
-    auto where = translate_for(general_thread_, address);
-    if (!where) {
-      return "E14";
-    }
-    std::size_t chunk = left.size();
-    if (where->page_size != 0) {
-      chunk = static_cast<std::size_t>(
-          std::min<std::uint64_t>(chunk, where->page_size - (address & (where->page_size - 1))));
-    }
-    if (!memory_.write(where->physical, std::as_bytes(left.first(chunk)))) {
-      return "E14";
-    }
-    address += chunk;
-    left = left.subspan(chunk);
-  }
-  return "OK";
+  const std::uint64_t written = for_each_page(
+      request->address, request->length, [&](memory::GuestAddress physical, std::uint64_t offset, std::uint64_t chunk) {
+        return memory_.write(physical, std::as_bytes(std::span(*bytes).subspan(offset, chunk))).has_value();
+      });
+  return written == request->length ? "OK" : "E14";
 }
 
 std::string GdbStub::breakpoint(std::string_view packet, bool insert) {
@@ -1134,9 +1150,7 @@ std::string GdbStub::breakpoint(std::string_view packet, bool insert) {
     const auto length = type == '1' ? 1 : request->length;
     return hardware_.remove(static_cast<HardwareKind>(type - '0'), request->address, length) ? "OK" : "E02";
   }
-  if (stepped != stepped_.end() ||
-      (type == '0' && (software_.contains(request->address) ||
-                       std::ranges::find(z0_in_debug_registers_, request->address) != z0_in_debug_registers_.end()))) {
+  if (stepped != stepped_.end() || (type == '0' && has_z0(request->address))) {
     return "OK";  // already there (gdb re-inserts after a stop)
   }
 

@@ -2,12 +2,16 @@
 /// @file
 /// @brief `ConsoleInput`: the host's stdin fed to a guest's UART at the pace its FIFO takes it, with Ctrl-A x to quit.
 
+#include <chrono>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <span>
 
 #include "vmm/devices/serial/uart16550.hpp"
+#include "vmm/error.hpp"
 #include "vmm/event/escape.hpp"
+#include "vmm/event/event_loop.hpp"
 
 namespace vmm::event {
 
@@ -28,10 +32,20 @@ class ConsoleInput {
   /// @brief Bytes waiting.
   [[nodiscard]] std::size_t pending() const noexcept { return pending_.size(); }
 
+  /// @brief Reads the host's stdin on `loop` into this input, and pumps it every `pump_period`. `on_quit` runs (on
+  ///        the loop's thread) when Ctrl-A x is typed. At the end of input the guest runs on without it. A stdin that
+  ///        epoll cannot watch (a regular file, /dev/null: always "ready") is read to its end at once.
+  [[nodiscard]] Result<void> watch_stdin(EventLoop& loop, std::function<void()> on_quit,
+                                         std::chrono::milliseconds pump_period);
+
  private:
+  void read_stdin(EventLoop& loop);
+
   devices::Uart16550& uart_;
   event::EscapeDetector escape_;
   std::deque<std::uint8_t> pending_;
+  std::function<void()> on_quit_;
+  bool stdin_open_ = false;
 };
 
 }  // namespace vmm::event

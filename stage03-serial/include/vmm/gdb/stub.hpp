@@ -156,7 +156,15 @@ class GdbStub final : public machine::VcpuDebugHook {
   [[nodiscard]] bool resume(const std::vector<Action>& actions);  // false: an error was sent
   [[nodiscard]] std::vector<Action> parse_vcont(std::string_view actions, bool& ok) const;
   [[nodiscard]] Result<X86Registers> get_registers(std::size_t index) const;
+  [[nodiscard]] Result<PagingState> paging_of(std::size_t index) const;
   [[nodiscard]] Result<Translation> translate_for(std::size_t index, std::uint64_t linear) const;
+  // Walks [linear, linear + length) page by page through the 'Hg' vCPU's tables, calling `visit(physical, offset,
+  // chunk)` per piece; stops at an unmapped page or when `visit` returns false. Returns the bytes visited.
+  std::uint64_t for_each_page(
+      std::uint64_t linear, std::uint64_t length,
+      const std::function<bool(memory::GuestAddress, std::uint64_t, std::uint64_t)>& visit) const;
+  [[nodiscard]] bool has_z0(std::uint64_t address) const;  // a Z0 breakpoint, however it is served
+  void kill();
   void pause_all(std::unique_lock<std::mutex>& lock);
   void report_stop(std::size_t index, const StopEvent& event);
   std::optional<std::size_t> take_pending_locked();

@@ -21,4 +21,12 @@ Result<std::unique_ptr<gdb::GdbStub>> attach_gdb_stub(SerialVm& vm, std::string_
   return stub;
 }
 
+Result<std::unique_ptr<gdb::GdbStub>> attach_gdb_stub(SerialVm& vm, std::string_view endpoint,
+                                                      std::string_view elf_path, GuestOutcome& outcome) {
+  if (endpoint.empty()) {
+    return nullptr;
+  }
+  return attach_gdb_stub(vm, endpoint, elf_path, [&outcome] { outcome.ended("gdb killed the guest"); });
+}
+
 }  // namespace vmm::stage03

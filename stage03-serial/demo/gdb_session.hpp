@@ -7,6 +7,7 @@
 #include <string>
 #include <string_view>
 
+#include "guest_outcome.hpp"
 #include "serial_vm.hpp"
 #include "vmm/gdb/stub.hpp"
 
@@ -21,5 +22,10 @@ inline constexpr const char* kGdbOptionHelp =
 [[nodiscard]] Result<std::unique_ptr<gdb::GdbStub>> attach_gdb_stub(SerialVm& vm, std::string_view endpoint,
                                                                     std::string_view elf_path,
                                                                     std::function<void()> on_kill);
+
+/// @brief `--gdb` in a demo that waits through `GuestOutcome` (stage04 on): no stub when `endpoint` is empty,
+///        else `attach_gdb_stub` with gdb's `kill` ending the run through `outcome` (status 0).
+[[nodiscard]] Result<std::unique_ptr<gdb::GdbStub>> attach_gdb_stub(SerialVm& vm, std::string_view endpoint,
+                                                                    std::string_view elf_path, GuestOutcome& outcome);
 
 }  // namespace vmm::stage03

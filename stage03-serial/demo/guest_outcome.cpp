@@ -16,9 +16,15 @@ void GuestOutcome::vcpu_stopped(const Result<machine::VcpuOutcome>& outcome) {
   changed_.notify_all();
 }
 
+void GuestOutcome::ended(std::string reason) {
+  std::lock_guard lock(mutex_);
+  ended_ = std::move(reason);
+  changed_.notify_all();
+}
+
 bool GuestOutcome::wait(double timeout_seconds) {
   std::unique_lock lock(mutex_);
-  auto done = [this] { return exit_status_.has_value() || vcpu_.has_value(); };
+  auto done = [this] { return exit_status_.has_value() || vcpu_.has_value() || ended_.has_value(); };
   if (timeout_seconds > 0) {
     return changed_.wait_for(lock, std::chrono::duration<double>(timeout_seconds), done);
   }
@@ -36,6 +42,10 @@ int GuestOutcome::finish(std::string_view program, bool finished, double timeout
   if (!finished) {
     fmt::print(stderr, "{}: stopped: timed out after {} s\n", program, timeout_seconds);
     return 124;
+  }
+  if (ended_ && !exit_status_) {
+    fmt::print(stderr, "{}: stopped: {}\n", program, *ended_);
+    return 0;
   }
   if (!exit_status_) {
     if (vcpu_ && !*vcpu_) {

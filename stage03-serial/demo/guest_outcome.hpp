@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <mutex>
 #include <optional>
+#include <string>
 #include <string_view>
 
 #include "vmm/error.hpp"
@@ -25,7 +26,9 @@ class GuestOutcome {
   void exited(std::uint32_t status);
   /// @brief The vCPU loop ended (called on the vCPU thread).
   void vcpu_stopped(const Result<machine::VcpuOutcome>& outcome);
-  /// @brief Waits until either happened, or `timeout_seconds` passed (0: wait forever); false on timeout.
+  /// @brief Something outside the guest ended the run on purpose (gdb's `kill`): `finish` reports `reason`, status 0.
+  void ended(std::string reason);
+  /// @brief Waits until any of these happened, or `timeout_seconds` passed (0: wait forever); false on timeout.
   [[nodiscard]] bool wait(double timeout_seconds);
   /// @brief The guest's exit status, if it wrote one.
   [[nodiscard]] std::optional<std::uint32_t> exit_status() const;
@@ -37,6 +40,7 @@ class GuestOutcome {
   mutable std::mutex mutex_;
   std::condition_variable changed_;
   std::optional<std::uint32_t> exit_status_;
+  std::optional<std::string> ended_;
   std::optional<Result<machine::VcpuOutcome>> vcpu_;
 };
 

@@ -8,12 +8,14 @@
 //   stage04-pci                 run it (exit status 0 when the guest passed)
 //   stage04-pci --timeout 30    give up (status 124) after 30 s
 //   stage04-pci --trace         every exit on stderr
+//   stage04-pci --gdb tcp:1234  hold the guest before its first instruction until gdb attaches
 #include <fmt/format.h>
 #include <unistd.h>
 #include <CLI/CLI.hpp>
 
 #include <guest/enumerate.hpp>
 
+#include "gdb_session.hpp"
 #include "guest_outcome.hpp"
 #include "pci_vm.hpp"
 #include "vmm/event/write_all.hpp"
@@ -74,13 +76,24 @@ int main(int argc, char** argv) {
   app.add_flag("--trace", config.trace, "Print every KVM exit to stderr as it happens");
   app.add_option("--timeout", timeout_seconds, "Stop the VM (with status 124) after this many seconds; 0 = never")
       ->check(CLI::NonNegativeNumber);
+  std::string gdb_endpoint;
+  app.add_option("--gdb", gdb_endpoint, stage03::kGdbOptionHelp);
   CLI11_PARSE(app, argc, argv);
+  if (!gdb_endpoint.empty() && app.count("--timeout") == 0) {
+    timeout_seconds = 0;  // a person at gdb takes as long as they take
+  }
 
   stage03::GuestOutcome outcome;
+  const GuestImage image = guest::enumerate();
   auto vm = stage04::PciVm::create(
-      guest::enumerate(), write_stdout, [&outcome](std::uint32_t status) { outcome.exited(status); }, config);
+      image, write_stdout, [&outcome](std::uint32_t status) { outcome.exited(status); }, config);
   if (!vm) {
     fmt::print(stderr, "stage04-pci: {}\n", vm.error());
+    return 1;
+  }
+  auto gdb_stub = stage03::attach_gdb_stub(vm.value()->serial(), gdb_endpoint, image.elf_path, outcome);
+  if (!gdb_stub) {
+    fmt::print(stderr, "stage04-pci: {}\n", gdb_stub.error());
     return 1;
   }
   auto started =

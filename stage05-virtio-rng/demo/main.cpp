@@ -11,6 +11,7 @@
 //   stage05-virtio-rng --batches 8 --per-batch 2 --bytes 32
 //   stage05-virtio-rng --rate-limit 1024       the device serves at most 1024 bytes per second
 //   stage05-virtio-rng --trace                 every exit on stderr
+//   stage05-virtio-rng --gdb tcp:1234          hold the guest before its first instruction until gdb attaches
 #include <fmt/format.h>
 #include <unistd.h>
 #include <CLI/CLI.hpp>
@@ -19,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "gdb_session.hpp"
 #include "guest_outcome.hpp"
 #include "virtio_rng_vm.hpp"
 #include "vmm/event/write_all.hpp"
@@ -124,7 +126,12 @@ int main(int argc, char** argv) {
   app.add_flag("--chained", chained, "Make each request a chain of two writable descriptors");
   app.add_flag("--quiet", quiet, "Do not print the random bytes");
   app.add_option("--rate-limit", rate_limit, "Limit the device to this many bytes per second (0: no limit)");
+  std::string gdb_endpoint;
+  app.add_option("--gdb", gdb_endpoint, stage03::kGdbOptionHelp);
   CLI11_PARSE(app, argc, argv);
+  if (!gdb_endpoint.empty() && app.count("--timeout") == 0) {
+    timeout_seconds = 0;  // a person at gdb takes as long as they take
+  }
   if (options.per_batch > options.queue_size) {
     fmt::print(stderr, "stage05-virtio-rng: --per-batch {} does not fit in a queue of {}\n", options.per_batch,
                options.queue_size);
@@ -148,10 +155,16 @@ int main(int argc, char** argv) {
   }
 
   stage03::GuestOutcome outcome;
+  const GuestImage image = guest::virtio_rng();
   auto vm = stage05::VirtioRngVm::create(
-      guest::virtio_rng(), write_stdout, [&outcome](std::uint32_t status) { outcome.exited(status); }, config);
+      image, write_stdout, [&outcome](std::uint32_t status) { outcome.exited(status); }, config);
   if (!vm) {
     fmt::print(stderr, "stage05-virtio-rng: {}\n", vm.error());
+    return 1;
+  }
+  auto gdb_stub = stage03::attach_gdb_stub(vm.value()->pci().serial(), gdb_endpoint, image.elf_path, outcome);
+  if (!gdb_stub) {
+    fmt::print(stderr, "stage05-virtio-rng: {}\n", gdb_stub.error());
     return 1;
   }
   auto started =

@@ -7,6 +7,7 @@
 //   stage06-irqfd-ioeventfd --stats         also every exit reason, and KVM's own counters for the eventfd run
 //   stage06-irqfd-ioeventfd --no-ioeventfd  the eventfd run without ioeventfds (kicks exit again; irqfds stay)
 //   stage06-irqfd-ioeventfd --show-bytes    let the guest print its random bytes
+//   stage06-irqfd-ioeventfd --gdb tcp:1234  hold the eventfd run's guest before its first instruction for gdb
 #include <fmt/format.h>
 #include <unistd.h>
 #include <CLI/CLI.hpp>
@@ -17,6 +18,7 @@
 #include <vector>
 
 #include "eventfd_rng_vm.hpp"
+#include "gdb_session.hpp"
 #include "guest_outcome.hpp"
 #include "vmm/event/write_all.hpp"
 #include "vmm/machine/exit_stats.hpp"
@@ -92,7 +94,12 @@ int main(int argc, char** argv) {
   app.add_flag("--no-ioeventfd", no_ioeventfd, "Do not register ioeventfds in the eventfd run (kicks exit again)");
   app.add_flag("--show-bytes", show_bytes, "Let the guest print the random bytes it gets");
   app.add_flag("--trace", trace, "Print every KVM exit to stderr as it happens");
+  std::string gdb_endpoint;
+  app.add_option("--gdb", gdb_endpoint, fmt::format("{} (the eventfd run)", stage03::kGdbOptionHelp));
   CLI11_PARSE(app, argc, argv);
+  if (!gdb_endpoint.empty() && app.count("--timeout") == 0) {
+    timeout_seconds = 0;  // a person at gdb takes as long as they take
+  }
 
   auto options = stage05::default_rng_options();
   if (!show_bytes) {
@@ -132,16 +139,22 @@ int main(int argc, char** argv) {
     config.rng.serial.trace = trace;
     config.ioeventfd = !no_ioeventfd;
     stage03::GuestOutcome outcome;
+    const GuestImage image = guest::virtio_rng();
     auto vm = stage06::EventfdRngVm::create(
-        guest::virtio_rng(), write_stdout, [&outcome](std::uint32_t status) { outcome.exited(status); }, config);
+        image, write_stdout, [&outcome](std::uint32_t status) { outcome.exited(status); }, config);
     if (!vm) {
       fmt::print(stderr, "stage06-irqfd-ioeventfd: {}\n", vm.error());
       return 1;
     }
     auto& machine = **vm;
+    auto gdb_stub = stage03::attach_gdb_stub(machine.rng_vm().pci().serial(), gdb_endpoint, image.elf_path, outcome);
+    if (!gdb_stub) {
+      fmt::print(stderr, "stage06-irqfd-ioeventfd: {}\n", gdb_stub.error());
+      return 1;
+    }
     if (const int status = run(machine, outcome, timeout_seconds, "run 2: ioeventfd + worker thread + irqfd");
-        status != 0) {
-      return status;
+        status != 0 || !outcome.exit_status()) {
+      return status;  // failed, or gdb killed it: no figures to compare
     }
     const auto snapshot = machine.exits().snapshot();
     add_guest_reports(evfd, machine.rng_vm().pci().serial().report().values());

@@ -9,6 +9,7 @@
 //   stage07-vhost-user --no-ioeventfd       kicks exit to the VMM, which writes the kick eventfd itself
 //   stage07-vhost-user --no-irqfd           the backend's call fd is the VMM's relay, not the vector's irqfd
 //   stage07-vhost-user --reply-timeout 600  wait longer for each reply (a backend stopped in gdb)
+//   stage07-vhost-user --gdb tcp:1234       hold the guest before its first instruction until gdb attaches
 #include <fmt/format.h>
 #include <unistd.h>
 #include <CLI/CLI.hpp>
@@ -21,6 +22,7 @@
 #include <vector>
 
 #include "child_process.hpp"
+#include "gdb_session.hpp"
 #include "guest_outcome.hpp"
 #include "vhost_user_vm.hpp"
 #include "vmm/event/write_all.hpp"
@@ -65,7 +67,12 @@ int main(int argc, char** argv) {
   app.add_option("--reply-timeout", reply_timeout,
                  "Seconds the frontend waits for each backend reply (raise it to step through a backend in gdb)")
       ->check(CLI::PositiveNumber);
+  std::string gdb_endpoint;
+  app.add_option("--gdb", gdb_endpoint, stage03::kGdbOptionHelp);
   CLI11_PARSE(app, argc, argv);
+  if (!gdb_endpoint.empty() && app.count("--timeout") == 0) {
+    timeout_seconds = 0;  // a person at gdb takes as long as they take
+  }
 
   // The backend: a daemon of our own on a socket in a private directory, unless one was named.
   std::optional<stage07::ChildProcess> backend;
@@ -125,13 +132,19 @@ int main(int argc, char** argv) {
   vhost::FrontendStats frontend_stats;
   {
     stage03::GuestOutcome outcome;
+    const GuestImage image = guest::virtio_rng();
     auto vm = stage07::VhostUserVm::create(
-        guest::virtio_rng(), write_stdout, [&outcome](std::uint32_t s) { outcome.exited(s); }, config);
+        image, write_stdout, [&outcome](std::uint32_t s) { outcome.exited(s); }, config);
     if (!vm) {
       fmt::print(stderr, "stage07-vhost-user: {}\n", vm.error());
       return 1;
     }
     auto& machine = **vm;
+    auto gdb_stub = stage03::attach_gdb_stub(machine.pci().serial(), gdb_endpoint, image.elf_path, outcome);
+    if (!gdb_stub) {
+      fmt::print(stderr, "stage07-vhost-user: {}\n", gdb_stub.error());
+      return 1;
+    }
     std::fflush(stdout);
     auto started = machine.start([&outcome](const Result<machine::VcpuOutcome>& r) { outcome.vcpu_stopped(r); });
     if (!started) {

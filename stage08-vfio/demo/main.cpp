@@ -5,6 +5,7 @@
 //
 //   stage08-vfio --device 0000:00:03.0     pass that device through (default: $VMMLAB_RIG_EDU_BDF)
 //   stage08-vfio --no-map-bars             no memory slots: every BAR access exits and the VMM forwards it
+//   stage08-vfio --gdb tcp:1234            hold the guest before its first instruction until gdb attaches
 //   tools/rig --flavour vfio --file build/dev/stage08-vfio/stage08-vfio -- build/dev/stage08-vfio/stage08-vfio
 //
 // On a host without VFIO it stops at the first step with the reason.
@@ -19,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "gdb_session.hpp"
 #include "guest_outcome.hpp"
 #include "vfio_vm.hpp"
 #include "vmm/event/write_all.hpp"
@@ -51,7 +53,12 @@ int main(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber);
   app.add_flag("--no-map-bars", no_map_bars, "No memory slots for BARs: every BAR access exits to the VMM");
   app.add_flag("--trace", trace, "Print every KVM exit to stderr as it happens");
+  std::string gdb_endpoint;
+  app.add_option("--gdb", gdb_endpoint, stage03::kGdbOptionHelp);
   CLI11_PARSE(app, argc, argv);
+  if (!gdb_endpoint.empty() && app.count("--timeout") == 0) {
+    timeout_seconds = 0;  // a person at gdb takes as long as they take
+  }
   if (bdf.empty()) {
     fmt::print(stderr, "stage08-vfio: --device is required (a PCI address such as 0000:00:03.0, bound to vfio-pci)\n");
     return 2;
@@ -64,8 +71,9 @@ int main(int argc, char** argv) {
   config.serial.trace = trace;
 
   stage03::GuestOutcome outcome;
+  const GuestImage image = guest::edu();
   auto vm = stage08::VfioVm::create(
-      guest::edu(), write_stdout, [&outcome](std::uint32_t s) { outcome.exited(s); }, config);
+      image, write_stdout, [&outcome](std::uint32_t s) { outcome.exited(s); }, config);
   if (!vm) {
     fmt::print(stderr, "stage08-vfio: {}\n", vm.error());
     return 1;
@@ -73,6 +81,11 @@ int main(int argc, char** argv) {
   auto& machine = **vm;
   fmt::print("passing {} through ({}, container with {} DMA mapping(s) of guest RAM)\n", bdf, machine.group().name(),
              machine.dma().mappings().size());
+  auto gdb_stub = stage03::attach_gdb_stub(machine.pci().serial(), gdb_endpoint, image.elf_path, outcome);
+  if (!gdb_stub) {
+    fmt::print(stderr, "stage08-vfio: {}\n", gdb_stub.error());
+    return 1;
+  }
   std::fflush(stdout);
   auto started = machine.start([&outcome](const Result<machine::VcpuOutcome>& r) { outcome.vcpu_stopped(r); });
   if (!started) {

@@ -94,6 +94,10 @@ Result<VcpuOutcome> run_vcpu_loop(kvm::Vcpu& vcpu, const Buses& buses, const std
       fmt::print(stderr, "vcpu{} exit #{}: {}\n", vcpu.id(), outcome.exits, kvm::describe(*exit));
     }
     if (auto* io = std::get_if<kvm::IoExit>(&*exit)) {
+      if (options.debug_hook != nullptr && io->direction == kvm::IoDirection::Out &&
+          options.debug_hook->on_port_write(vcpu, *io)) {
+        continue;
+      }
       dispatch_io(*io, buses.io);
     } else if (auto* mmio = std::get_if<kvm::MmioExit>(&*exit)) {
       dispatch_mmio(*mmio, buses.mmio);

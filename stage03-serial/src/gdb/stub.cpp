@@ -26,6 +26,9 @@ namespace {
 constexpr int kSigint = 2;
 constexpr int kSigtrap = 5;
 constexpr std::uint8_t kInt3 = 0xcc;
+// OUT DX,AL: one byte, like int3, and a port write exits to the VMM on every KVM, nested or emulated. The stub's
+// breakpoint where KVM traps neither int3 nor debug registers (the rig), or once the debug registers are taken.
+constexpr std::uint8_t kOutDxAl = 0xee;
 
 // The part of `text` before the first `separator`, and `text` advanced past it.
 std::string_view take_until(std::string_view& text, char separator) {
@@ -328,7 +331,16 @@ void GdbStub::on_debug_exit(kvm::Vcpu& vcpu, const kvm::DebugExit& exit) {
     }
   } else if (slot.emulating && !slot.stepping) {
     // A 'continue' run one instruction at a time: stop only where an emulated breakpoint or watchpoint says so.
-    auto stepped = check_stepped(exit);
+    auto stepped = check_stepped(slot_of(vcpu), exit);
+    if (!stepped && stepped_.empty()) {
+      // The last emulated breakpoint became an OUT patch (its page is mapped now): run free again.
+      slot.emulating = false;
+      slot.control &= ~static_cast<std::uint32_t>(KVM_GUESTDBG_SINGLESTEP);
+      if (auto rc = rearm(slot); !rc) {
+        say(fmt::format("vCPU {}: {}", vcpu.id(), rc.error()));
+      }
+      return;
+    }
     if (!stepped) {
       // KVM steps with RFLAGS.TF, which a POPF in the guest clears (Linux's startup_64 does "pushq $0; popfq"): the
       // guest would then run free past every emulated breakpoint. KVM_SET_GUEST_DEBUG sets TF again at each step.
@@ -350,6 +362,48 @@ void GdbStub::on_debug_exit(kvm::Vcpu& vcpu, const kvm::DebugExit& exit) {
   slot.may_run = false;
   lock.unlock();
   write_wake(wake_);
+}
+
+bool GdbStub::on_port_write(kvm::Vcpu& vcpu, const kvm::IoExit& io) {
+  if (io.size != 1 || io.count != 1) {
+    return false;
+  }
+  {
+    std::lock_guard lock(mutex_);
+    if (std::ranges::none_of(software_, [](const auto& entry) { return entry.second.opcode == kOutDxAl; })) {
+      return false;
+    }
+  }
+  // Finish the OUT first: KVM moves RIP past it inside the next KVM_RUN (some KVMs before the exit already), and
+  // with immediate_exit that KVM_RUN does only this and returns. Either way RIP then points after the instruction,
+  // and a real port write from the guest is still dispatched afterwards, its byte unchanged in the kvm_run page.
+  auto& run = vcpu.run_page();
+  __atomic_store_n(&run.immediate_exit, 1, __ATOMIC_SEQ_CST);
+  auto completed = vcpu.run();
+  __atomic_store_n(&run.immediate_exit, 0, __ATOMIC_SEQ_CST);
+  auto regs = vcpu.get_regs();
+  auto sregs = vcpu.get_sregs();
+  if (!completed || !regs || !sregs) {
+    say(fmt::format("vCPU {}: completing a port write: {}", vcpu.id(),
+                    !completed ? completed.error() : (!regs ? regs.error() : sregs.error())));
+    return false;
+  }
+  const std::uint64_t at = sregs->cs.base + regs->rip - 1;
+  std::unique_lock lock(mutex_);
+  auto found = software_.find(at);
+  if (found == software_.end() || found->second.opcode != kOutDxAl) {
+    return false;  // the guest's own OUT
+  }
+  regs->rip -= 1;  // back onto the breakpoint, as after an int3 trap
+  if (auto rc = vcpu.set_regs(*regs); !rc) {
+    say(fmt::format("vCPU {}: {}", vcpu.id(), rc.error()));
+  }
+  auto& slot = slots_[slot_of(vcpu)];
+  slot.pending = StopEvent{.signal = kSigtrap, .reason = "swbreak:;", .pc = at};
+  slot.may_run = false;
+  lock.unlock();
+  write_wake(wake_);
+  return true;
 }
 
 void GdbStub::on_loop_end(kvm::Vcpu& vcpu, bool normal) {
@@ -391,7 +445,7 @@ Result<void> GdbStub::apply_guest_debug(VcpuSlot& slot, bool stepping, bool emul
   const bool attached = connection_.valid();
   if (attached && (!software_.empty() || !hardware_.empty() || stepping || emulating)) {
     control = KVM_GUESTDBG_ENABLE;
-    if (!software_.empty()) {
+    if (std::ranges::any_of(software_, [](const auto& entry) { return entry.second.opcode == kInt3; })) {
       control |= KVM_GUESTDBG_USE_SW_BP;
     }
     if (!hardware_.empty()) {
@@ -425,7 +479,15 @@ Result<void> GdbStub::apply_guest_debug(VcpuSlot& slot, bool stepping, bool emul
   return {};
 }
 
-std::optional<GdbStub::StopEvent> GdbStub::check_stepped(const kvm::DebugExit& exit) {
+std::optional<GdbStub::StopEvent> GdbStub::check_stepped(std::size_t index, const kvm::DebugExit& exit) {
+  // Z0s waiting for their page: once this vCPU's tables map it, the OUT patch takes over from stepping.
+  std::erase_if(stepped_, [&](const SteppedBreakpoint& b) {
+    if (!b.plant_when_mapped || exit.pc == b.address) {
+      return false;
+    }
+    auto where = translate_for(index, b.address);
+    return where && plant(b.address, where->physical, kOutDxAl);
+  });
   for (auto& breakpoint : stepped_) {
     if (breakpoint.type == '0' || breakpoint.type == '1') {
       if (exit.pc == breakpoint.address) {
@@ -444,6 +506,16 @@ std::optional<GdbStub::StopEvent> GdbStub::check_stepped(const kvm::DebugExit& e
     }
   }
   return std::nullopt;
+}
+
+bool GdbStub::plant(std::uint64_t linear, memory::GuestAddress physical, std::uint8_t opcode) {
+  std::byte original{};
+  const std::byte patch{opcode};
+  if (!memory_.read(physical, std::span(&original, 1)) || !memory_.write(physical, std::span(&patch, 1))) {
+    return false;
+  }
+  software_[linear] = {.physical = physical, .original = static_cast<std::uint8_t>(original), .opcode = opcode};
+  return true;
 }
 
 bool GdbStub::has_z0(std::uint64_t address) const {
@@ -1157,18 +1229,9 @@ std::string GdbStub::breakpoint(std::string_view packet, bool insert) {
   // Z0: int3 in guest memory where KVM traps it; else a debug register; else emulated.
   if (type == '0' && support_.software_breakpoint) {
     auto where = translate_for(general_thread_, request->address);
-    if (!where) {
+    if (!where || !plant(request->address, where->physical, kInt3)) {
       return "E14";
     }
-    std::byte original{};
-    if (!memory_.read(where->physical, std::span(&original, 1))) {
-      return "E14";
-    }
-    const std::byte int3{kInt3};
-    if (!memory_.write(where->physical, std::span(&int3, 1))) {
-      return "E14";
-    }
-    software_[request->address] = {where->physical, static_cast<std::uint8_t>(original)};
     return "OK";
   }
   const bool trapped = (type <= '1' && support_.hardware_breakpoint) || (type >= '2' && support_.hardware_watchpoint);
@@ -1188,8 +1251,19 @@ std::string GdbStub::breakpoint(std::string_view packet, bool insert) {
   if (type == '3' || type == '4') {
     return "E22";  // reads leave no trace to compare after a step: not emulated
   }
-  SteppedBreakpoint emulated{
-      .type = type, .address = request->address, .length = request->length, .physical = std::nullopt, .value = {}};
+  // Z0 with nothing trapped but port I/O: an OUT in place of the instruction's first byte. Where the address is not
+  // mapped yet (Linux's start_kernel before the kernel's page tables), single-step until it is, then patch.
+  if (type == '0') {
+    if (auto where = translate_for(general_thread_, request->address); where) {
+      return plant(request->address, where->physical, kOutDxAl) ? "OK" : "E14";
+    }
+  }
+  SteppedBreakpoint emulated{.type = type,
+                             .address = request->address,
+                             .length = request->length,
+                             .physical = std::nullopt,
+                             .value = {},
+                             .plant_when_mapped = type == '0'};
   if (type == '2') {
     if (request->length == 0 || request->length > 64) {
       return "E22";

@@ -72,8 +72,9 @@ struct GdbStubOptions {
 /// QStartNoAckMode, 'D' and 'k'. Anything else gets the empty reply ("not supported").
 ///
 /// Where KVM cannot trap an event (see `probe_guest_debug`), the stub emulates it: int3 breakpoints become debug
-/// registers when those work, and breakpoints and write watchpoints that neither can serve are checked after every
-/// single step (the vCPU then runs one instruction per exit: slow, but the guest never knows).
+/// registers when those work, else an OUT DX,AL patched over the instruction (a port write exits on every KVM;
+/// `on_port_write` tells it from the guest's own), single-stepping until the guest maps the address if it is not
+/// mapped yet. Write watchpoints nothing traps are checked after every single step (one instruction per exit).
 ///
 /// A debugger is a peer, not a trusted part of the VMM: bad checksums are NAKed, malformed packets get an error
 /// reply, oversized ones are dropped, and a gdb that disappears (even mid-step) is treated as a detach: breakpoints
@@ -100,6 +101,7 @@ class GdbStub final : public machine::VcpuDebugHook {
 
   void before_run(kvm::Vcpu& vcpu, const std::atomic<bool>& stop) override;
   void on_debug_exit(kvm::Vcpu& vcpu, const kvm::DebugExit& exit) override;
+  bool on_port_write(kvm::Vcpu& vcpu, const kvm::IoExit& io) override;
   void on_loop_end(kvm::Vcpu& vcpu, bool normal) override;
 
  private:
@@ -124,9 +126,11 @@ class GdbStub final : public machine::VcpuDebugHook {
     std::uint64_t dr7 = 0;
     std::optional<StopEvent> pending;  // a debug exit gdb has not heard about yet
   };
+  // A byte of guest code replaced: int3 where KVM traps it, else OUT DX,AL (every port write exits to the VMM).
   struct SoftwareBreakpoint {
     memory::GuestAddress physical;
     std::uint8_t original = 0;
+    std::uint8_t opcode = 0;
   };
   // A breakpoint or write watchpoint checked after each single step, where KVM cannot trap it.
   struct SteppedBreakpoint {
@@ -135,6 +139,7 @@ class GdbStub final : public machine::VcpuDebugHook {
     std::uint64_t length = 0;
     std::optional<memory::GuestAddress> physical;  // watchpoints: the watched bytes...
     std::vector<std::uint8_t> value;               // ...and their value when last checked
+    bool plant_when_mapped = false;                // Z0 on an unmapped address: patched once the guest maps it
   };
   // One resume request per vCPU: from 'c', 's' or a vCont action.
   enum class Action { Stay, Continue, Step };
@@ -170,7 +175,9 @@ class GdbStub final : public machine::VcpuDebugHook {
   std::optional<std::size_t> take_pending_locked();
   void release_guest(bool resume_vcpus);
   [[nodiscard]] Result<void> apply_guest_debug(VcpuSlot& slot, bool stepping, bool emulating);
-  [[nodiscard]] std::optional<StopEvent> check_stepped(const kvm::DebugExit& exit);
+  [[nodiscard]] std::optional<StopEvent> check_stepped(std::size_t index, const kvm::DebugExit& exit);
+  // Replaces the byte at `physical` with `opcode` and records it as Z0 at `linear`; false if memory refuses.
+  [[nodiscard]] bool plant(std::uint64_t linear, memory::GuestAddress physical, std::uint8_t opcode);
   // KVM_SET_GUEST_DEBUG again with the slot's settings plus `extra` (INJECT_BP/INJECT_DB): on the vCPU's thread.
   [[nodiscard]] static Result<void> rearm(const VcpuSlot& slot, std::uint32_t extra = 0);
   [[nodiscard]] std::optional<std::size_t> thread_index(std::string_view id) const;

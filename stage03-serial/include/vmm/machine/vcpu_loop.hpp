@@ -55,6 +55,13 @@ class VcpuDebugHook {
   virtual void before_run(kvm::Vcpu& vcpu, const std::atomic<bool>& stop) = 0;
   /// @brief A KVM_EXIT_DEBUG (a breakpoint, a watchpoint or a single step); the next `before_run` usually blocks.
   virtual void on_debug_exit(kvm::Vcpu& vcpu, const kvm::DebugExit& exit) = 0;
+  /// @brief A port write, before the buses see it: true when it was the debugger's (a breakpoint made of an OUT
+  ///        instruction, where the CPU traps nothing else) and must not reach a device.
+  virtual bool on_port_write(kvm::Vcpu& vcpu, const kvm::IoExit& io) {
+    (void)vcpu;
+    (void)io;
+    return false;
+  }
   /// @brief The loop is about to return: the debugger must stop waiting for this vCPU. `normal` is false when it
   ///        ends on an error or a fatal exit (triple fault, emulation failure, ...).
   virtual void on_loop_end(kvm::Vcpu& vcpu, bool normal) = 0;

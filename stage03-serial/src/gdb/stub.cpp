@@ -358,6 +358,10 @@ void GdbStub::on_debug_exit(kvm::Vcpu& vcpu, const kvm::DebugExit& exit) {
     }
     return;
   }
+  hold_with_stop(lock, slot, std::move(event));
+}
+
+void GdbStub::hold_with_stop(std::unique_lock<std::mutex>& lock, VcpuSlot& slot, StopEvent event) {
   slot.pending = std::move(event);
   slot.may_run = false;
   lock.unlock();
@@ -398,11 +402,7 @@ bool GdbStub::on_port_write(kvm::Vcpu& vcpu, const kvm::IoExit& io) {
   if (auto rc = vcpu.set_regs(*regs); !rc) {
     say(fmt::format("vCPU {}: {}", vcpu.id(), rc.error()));
   }
-  auto& slot = slots_[slot_of(vcpu)];
-  slot.pending = StopEvent{.signal = kSigtrap, .reason = "swbreak:;", .pc = at};
-  slot.may_run = false;
-  lock.unlock();
-  write_wake(wake_);
+  hold_with_stop(lock, slots_[slot_of(vcpu)], StopEvent{.signal = kSigtrap, .reason = "swbreak:;", .pc = at});
   return true;
 }
 

@@ -172,6 +172,8 @@ class GdbStub final : public machine::VcpuDebugHook {
   void kill();
   void pause_all(std::unique_lock<std::mutex>& lock);
   void report_stop(std::size_t index, const StopEvent& event);
+  // On a vCPU's thread: records why it stopped, holds it at its next before_run and wakes the stub's thread.
+  void hold_with_stop(std::unique_lock<std::mutex>& lock, VcpuSlot& slot, StopEvent event);
   std::optional<std::size_t> take_pending_locked();
   void release_guest(bool resume_vcpus);
   [[nodiscard]] Result<void> apply_guest_debug(VcpuSlot& slot, bool stepping, bool emulating);

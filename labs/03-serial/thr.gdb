@@ -27,9 +27,14 @@ print *this
 # CHECK: $2 = Uart16550 {IER 0x07 (ERBFI|ETBEI|ELSI), LCR 0x03 (8N1), divisor 1, MCR 0x0b (DTR|RTS|OUT2), LSR {{0x6[01]}} ({{(DR\|)?}}THRE|TEMT), FIFO on, RX {{[0-9]+}}/16, SCR 0x00, THRE pending yes, line high, tx 1}
 
 # Q3. Which thread is this, and what is the other one doing?
+#     (The main thread is usually in epoll_wait, but gdb stops it wherever it is: now and then inside a callback, such
+#     as the 2 ms timer that feeds the UART's FIFO. Its backtrace always goes through the event loop.)
 info threads
-# CHECK: "stage03-serial" {{.*}}epoll_wait
+# CHECK: 1 {{.*}} "stage03-serial"
 # CHECK: * 2 {{.*}} "vcpu0" {{.*}}vmm::devices::Uart16550::emit
+thread apply 1 bt
+# CHECK: Thread 1 {{.*}}"stage03-serial"
+# CHECK: vmm::event::EventLoop::run
 
 # Q4. How did the OUT instruction get here? Find KVM_RUN's return, the bus lookup and the device call.
 bt 5
